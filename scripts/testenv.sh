@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# The real Kubernetes control plane for Bulkhead's tests (see ../shared/TESTENV.md).
+#
+#   testenv.sh build        build kube-apiserver, kubectl, etcd and helm from Go modules into the
+#                           cache and extract Istio's CRDs; a no-op when they are there already
+#   testenv.sh paths        print the directories and files the build provides (shell assignments)
+#   testenv.sh start DIR [--owner PID]
+#                           start etcd + kube-apiserver on free loopback ports; writes
+#                           DIR/kubeconfig and DIR/env (source it). With --owner, a watchdog stops
+#                           them when process PID exits, however it exits.
+#   testenv.sh stop DIR     stop exactly the processes started in DIR and remove DIR
+#   testenv.sh apiserver-stop DIR / apiserver-start DIR
+#                           stop or start only the kube-apiserver (same port, same etcd)
+set -euo pipefail
+
+K8S_VERSION=v1.35.4
+ETCD_VERSION=v3.6.16
+HELM_VERSION=v3.20.2
+ISTIO_API_VERSION=v1.32.0
+
+CACHE_ROOT="${BULKHEAD_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/testbin}"
+K8S_DIR="$CACHE_ROOT/kubernetes-$K8S_VERSION"
+ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
+HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
+ISTIO_DIR="$CACHE_ROOT/istio-api-$ISTIO_API_VERSION"
+ISTIO_CRDS="$ISTIO_DIR/customresourcedefinitions.gen.yaml"
+
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+
+log() { echo "testenv: $*" >&2; }
+# Scratch directories of the build steps, removed on exit however the script ends.
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
+die() { echo "testenv: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+build_kubernetes() {
+  if [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$K8S_DIR/kubectl" ] &&
+     "$K8S_DIR/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
+    return 0
+  fi
+  log "building kube-apiserver and kubectl $K8S_VERSION (several minutes when cold)"
+  local work gomod
+  work=$(mktemp -d); scratch+=("$work")
+  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local staging_version="v0.${K8S_VERSION#v1.}"
+  {
+    echo "module bulkhead.dev/testenv/kubernetes"
+    echo
+    grep -E '^go [0-9.]+$' "$gomod"
+    grep -E '^godebug ' "$gomod" || true
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    # Every k8s.io module that k8s.io/kubernetes requires at v0.0.0 is a staging module mapped
+    # to a local folder upstream; map it to its published version instead.
+    grep -Eo '^\s*k8s\.io/[A-Za-z0-9._/-]+ v0\.0\.0$' "$gomod" | awk -v v="$staging_version" \
+      '{print "replace " $1 " => " $1 " " v}'
+  } > "$work/go.mod"
+  cat > "$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  (cd "$work" && go mod tidy >/dev/null 2>&1 || (cd "$work" && go mod tidy))
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  mkdir -p "$K8S_DIR"
+  for cmd in kube-apiserver kubectl; do
+    (cd "$work" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
+      -o "$K8S_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    mv "$K8S_DIR/$cmd.tmp" "$K8S_DIR/$cmd"
+  done
+}
+
+build_etcd() {
+  if [ -x "$ETCD_DIR/etcd" ] &&
+     "$ETCD_DIR/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}$"; then
+    return 0
+  fi
+  log "building etcd $ETCD_VERSION"
+  local work
+  work=$(mktemp -d); scratch+=("$work")
+  local gover
+  gover=$(go env GOVERSION); gover="${gover#go}"
+  printf 'module bulkhead.dev/testenv/etcd\n\ngo %s\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "$gover" "$ETCD_VERSION" > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy >/dev/null 2>&1 || (cd "$work" && go mod tidy))
+  mkdir -p "$ETCD_DIR"
+  (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$ETCD_DIR/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$ETCD_DIR/etcd.tmp" "$ETCD_DIR/etcd"
+}
+
+build_helm() {
+  if [ -x "$HELM_DIR/helm" ] && "$HELM_DIR/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+    return 0
+  fi
+  log "building helm $HELM_VERSION"
+  mkdir -p "$HELM_DIR"
+  GOBIN="$HELM_DIR" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+fetch_istio_crds() {
+  [ -s "$ISTIO_CRDS" ] && return 0
+  log "extracting Istio CRDs from istio.io/api $ISTIO_API_VERSION"
+  local dir
+  dir=$(cd /tmp && go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$ISTIO_DIR"
+  cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$ISTIO_CRDS.tmp"
+  chmod 644 "$ISTIO_CRDS.tmp"
+  mv "$ISTIO_CRDS.tmp" "$ISTIO_CRDS"
+}
+
+cmd_build() {
+  command -v go >/dev/null || die "go is needed to build the test control plane"
+  fetch_istio_crds
+  build_etcd
+  build_helm
+  build_kubernetes
+}
+
+cmd_paths() {
+  echo "TESTBIN_PATH=$K8S_DIR:$ETCD_DIR:$HELM_DIR"
+  echo "ISTIO_CRDS=$ISTIO_CRDS"
+}
+
+# ---------------------------------------------------------------------------------------------
+# start / stop
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Is PID alive and one of ours (its command line names DIR)?
+ours() {
+  local pid=$1 dir=$2
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$dir"
+}
+
+stop_pid() {
+  local pid=$1 dir=$2 i
+  ours "$pid" "$dir" || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 50); do
+    ours "$pid" "$dir" || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  for i in $(seq 1 20); do
+    ours "$pid" "$dir" || return 0
+    sleep 0.1
+  done
+}
+
+make_certs() {
+  local d=$1/pki
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+    openssl req -x509 -new -key ca.key -subj "/CN=bulkhead-testenv-ca" -days 2 -out ca.crt \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out apiserver.key 2>/dev/null
+    openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > apiserver.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out admin.key 2>/dev/null
+    openssl req -new -key admin.key -subj "/CN=admin/O=system:masters" -out admin.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > admin.ext
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile admin.ext -out admin.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr ./*.ext ./*.srl
+  )
+}
+
+wait_ready() {
+  local dir=$1 pid=$2 url=$3 i
+  for i in $(seq 1 600); do
+    if curl -fsS --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+         --key "$dir/pki/admin.key" "$url/readyz" >/dev/null 2>&1; then
+      return 0
+    fi
+    ours "$pid" "$dir" || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+apiserver_start() {
+  local dir=$1
+  # shellcheck disable=SC1091
+  source "$dir/ports"
+  local p="$dir/pki"
+  "$K8S_DIR/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --cert-dir "$dir/apiserver-certs" \
+    --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
+    --client-ca-file "$p/ca.crt" --authorization-mode RBAC \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-account-issuer "https://127.0.0.1:$APISERVER_PORT/" \
+    --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
+    --disable-admission-plugins ServiceAccount --allow-privileged=true \
+    --enable-priority-and-fairness=false \
+    >>"$dir/kube-apiserver.log" 2>&1 &
+  local pid=$!
+  echo "$pid" > "$dir/kube-apiserver.pid"
+  if ! wait_ready "$dir" "$pid" "https://127.0.0.1:$APISERVER_PORT"; then
+    tail -n 30 "$dir/kube-apiserver.log" >&2
+    return 1
+  fi
+}
+
+cmd_start() {
+  local dir=${1:?usage: testenv.sh start DIR}
+  [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$ETCD_DIR/etcd" ] || die "run 'testenv.sh build' first"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -e "$dir/env" ] && die "$dir already holds a control plane"
+  local owner=""
+  if [ "${2:-}" = "--owner" ]; then
+    owner=${3:?--owner needs a pid}
+  fi
+  local attempt
+  for attempt in 1 2 3; do
+    if start_once "$dir"; then
+      [ -n "$owner" ] && start_watchdog "$dir" "$owner"
+      return 0
+    fi
+    log "start attempt $attempt failed; cleaning up"
+    stop_processes "$dir"
+    find "$dir" -mindepth 1 -delete
+  done
+  rm -rf "$dir"
+  die "could not start the control plane"
+}
+
+start_once() {
+  local dir=$1
+  make_certs "$dir"
+  {
+    echo "ETCD_PORT=$(free_port)"
+    echo "ETCD_PEER_PORT=$(free_port)"
+    echo "APISERVER_PORT=$(free_port)"
+  } > "$dir/ports"
+  # shellcheck disable=SC1091
+  source "$dir/ports"
+  "$ETCD_DIR/etcd" --name testenv --data-dir "$dir/etcd-data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "testenv=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn >"$dir/etcd.log" 2>&1 &
+  echo $! > "$dir/etcd.pid"
+  local i
+  for i in $(seq 1 100); do
+    curl -fsS --max-time 1 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && break
+    ours "$(cat "$dir/etcd.pid")" "$dir" || { tail -n 20 "$dir/etcd.log" >&2; return 1; }
+    sleep 0.1
+  done
+  apiserver_start "$dir" || return 1
+  local url="https://127.0.0.1:$APISERVER_PORT"
+  cat > "$dir/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: $url
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $dir/pki/admin.crt
+    client-key: $dir/pki/admin.key
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: admin}
+current-context: testenv
+KC
+  cat > "$dir/env" <<ENV
+export KUBECONFIG='$dir/kubeconfig'
+export PATH='$K8S_DIR:$ETCD_DIR:$HELM_DIR':"\$PATH"
+export TESTENV_DIR='$dir'
+export TESTENV_APISERVER_URL='$url'
+export TESTENV_ETCD_URL='http://127.0.0.1:$ETCD_PORT'
+export TESTENV_CA='$dir/pki/ca.crt'
+export TESTENV_ISTIO_CRDS='$ISTIO_CRDS'
+export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
+export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
+ENV
+}
+
+start_watchdog() {
+  local dir=$1 owner=$2 self
+  self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+  setsid bash -c 'while kill -0 "$2" 2>/dev/null && [ -d "$1" ]; do sleep 0.5; done
+                  [ -d "$1" ] && "$0" stop "$1"' "$self" "$dir" "$owner" </dev/null >/dev/null 2>&1 &
+}
+
+stop_processes() {
+  local dir=$1
+  [ -f "$dir/kube-apiserver.pid" ] && stop_pid "$(cat "$dir/kube-apiserver.pid")" "$dir"
+  [ -f "$dir/etcd.pid" ] && stop_pid "$(cat "$dir/etcd.pid")" "$dir"
+  return 0
+}
+
+cmd_stop() {
+  local dir=${1:?usage: testenv.sh stop DIR}
+  [ -d "$dir" ] || return 0
+  dir=$(cd "$dir" && pwd)
+  stop_processes "$dir"
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  paths) cmd_paths ;;
+  start) shift; cmd_start "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  apiserver-stop) stop_pid "$(cat "${2:?DIR}/kube-apiserver.pid")" "$(cd "$2" && pwd)" ;;
+  apiserver-start) apiserver_start "$(cd "${2:?DIR}" && pwd)" ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

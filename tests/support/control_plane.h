@@ -1,0 +1,42 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tests/support/process.h"
+
+namespace bulkhead::testing {
+
+// One real etcd + kube-apiserver, started by scripts/testenv.sh, shared by every test case of an
+// integration test binary. Started by the binary's main() before any test runs and stopped after
+// the last; a watchdog in testenv.sh stops it too if the binary dies some other way.
+class ControlPlane {
+ public:
+  // The instance of this binary. Precondition: integration_main started it.
+  static ControlPlane& get();
+
+  const std::string& dir() const { return dir_; }
+  const std::string& kubeconfig() const { return kubeconfig_; }
+  const std::string& url() const { return url_; }
+  const std::string& caFile() const { return caFile_; }
+  const std::string& istioCrds() const { return istioCrds_; }
+  const std::string& scriptsDir() const { return scriptsDir_; }
+
+  // Runs kubectl against this control plane (as system:masters).
+  ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") const;
+  // Runs a bash script with the control plane's env file sourced (KUBECONFIG, PATH, TESTENV_*).
+  ProcessResult shell(const std::string& script, const std::string& input = "") const;
+
+  // Stops or starts only the kube-apiserver (same port, same etcd data).
+  void stopApiServer() const;
+  void startApiServer() const;
+
+  // For integration_main only.
+  static bool start();
+  static void stop();
+
+ private:
+  std::string dir_, kubeconfig_, url_, caFile_, istioCrds_, scriptsDir_, env_;
+};
+
+}  // namespace bulkhead::testing
