@@ -1,10 +1,19 @@
 // bulkhead: zero-trust segmentation for Kubernetes. Flags, wiring and signals; nothing else.
-#include <iostream>
-#include <string>
+#include <unistd.h>
 
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "common/clock.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/shutdown.h"
 #include "common/version.h"
+#include "kube/client_impl.h"
+#include "kube/config.h"
+#include "kube/leader_election.h"
 
 namespace bulkhead {
 namespace {
@@ -13,7 +22,88 @@ struct Options {
   bool version = false;
   bool help = false;
   std::string logLevel = "info";
+  std::string kubeconfig;
+  std::string serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
+  bool allowInsecureKubeconfig = false;
+  double kubeQps = 50;
+  std::int64_t kubeBurst = 100;
+  std::string ns;
+  bool leaderElect = false;
+  std::string leaderElectionNamespace;
+  std::string leaderElectionId = "bulkhead";
+  std::string leaderElectionIdentity;
+  std::chrono::milliseconds shutdownTimeout{10'000};
 };
+
+std::string defaultIdentity() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", rd());
+  return std::string(host) + "_" + suffix;
+}
+
+int serve(const Options& opts) {
+  kube::LoadOptions load;
+  load.kubeconfigFlag = opts.kubeconfig;
+  load.serviceAccountDir = opts.serviceAccountDir;
+  load.allowInsecure = opts.allowInsecureKubeconfig;
+  auto config = kube::loadRestConfig(load);
+  if (!config.ok()) {
+    log::error("cannot configure the Kubernetes client", {{"error", config.status().toString()}});
+    return 1;
+  }
+  config->qps = opts.kubeQps;
+  config->burst = static_cast<int>(opts.kubeBurst);
+  config->userAgent = std::string("bulkhead/") + kVersion;
+  std::string ns = opts.ns.empty() ? config->defaultNamespace : opts.ns;
+  auto clock = std::make_shared<RealClock>();
+  auto client = kube::ClientImpl::create(*config, clock);
+  if (!client.ok()) {
+    log::error("cannot create the Kubernetes client", {{"error", client.status().toString()}});
+    return 1;
+  }
+  auto version = (*client)->raw("GET", "/version", "", "");
+  if (!version.ok()) {
+    log::error("cannot reach the API server", {{"server", config->server},
+                                               {"error", version.status().toString()}});
+    return 1;
+  }
+  log::info("connected to the API server", {{"server", config->server},
+                                             {"version", version->value("gitVersion", "")},
+                                             {"config", config->source},
+                                             {"namespace", ns}});
+
+  auto startControllers = [] { log::info("controllers started"); };
+  auto stopControllers = [] { log::info("controllers stopped"); };
+
+  if (!opts.leaderElect) {
+    startControllers();
+    Shutdown::wait();
+    stopControllers();
+    return 0;
+  }
+  kube::LeaderElectionConfig le;
+  le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
+  le.leaseName = opts.leaderElectionId;
+  le.identity = opts.leaderElectionIdentity.empty() ? defaultIdentity() : opts.leaderElectionIdentity;
+  kube::LeaderElector elector(*client, clock, le);
+  bool lost = false;
+  std::thread electing([&] {
+    elector.run(startControllers, [&] {
+      stopControllers();
+      if (!Shutdown::requested()) {
+        lost = true;
+        Shutdown::request();  // a replica that lost the Lease restarts clean
+      }
+    });
+  });
+  Shutdown::wait();
+  elector.stop();
+  electing.join();
+  return lost ? 1 : 0;
+}
 
 int run(int argc, char** argv) {
   Options opts;
@@ -24,6 +114,25 @@ int run(int argc, char** argv) {
   flags.addBool("version", &opts.version, "print the version and exit");
   flags.addBool("help", &opts.help, "print this help and exit");
   flags.addString("log-level", &opts.logLevel, "trace, debug, info, warn, error or off");
+  flags.addString("kubeconfig", &opts.kubeconfig,
+                  "path to a kubeconfig; else $KUBECONFIG, in-cluster, ~/.kube/config");
+  flags.addString("service-account-dir", &opts.serviceAccountDir,
+                  "where in-cluster service-account credentials are read from");
+  flags.addBool("allow-insecure-kubeconfig", &opts.allowInsecureKubeconfig,
+                "accept insecure-skip-tls-verify in a kubeconfig");
+  flags.addDouble("kube-qps", &opts.kubeQps, "client-side limit of API requests per second");
+  flags.addInt("kube-burst", &opts.kubeBurst, "client-side burst of API requests");
+  flags.addString("namespace", &opts.ns,
+                  "the namespace Bulkhead is installed in (default: from the configuration)");
+  flags.addBool("leader-elect", &opts.leaderElect,
+                "run the controllers only while holding the leader Lease");
+  flags.addString("leader-election-namespace", &opts.leaderElectionNamespace,
+                  "namespace of the leader Lease (default: --namespace)");
+  flags.addString("leader-election-id", &opts.leaderElectionId, "name of the leader Lease");
+  flags.addString("leader-election-identity", &opts.leaderElectionIdentity,
+                  "this replica's identity in the Lease (default: hostname_random)");
+  flags.addDuration("shutdown-timeout", &opts.shutdownTimeout,
+                    "how long in-flight work may take after SIGTERM");
 
   auto positional = flags.parse(argc, argv);
   if (!positional.ok()) {
@@ -48,8 +157,8 @@ int run(int argc, char** argv) {
     return 2;
   }
   log::init(*level);
-  log::error("nothing to run: this build has neither the controllers nor the webhook yet");
-  return 1;
+  Shutdown::install();
+  return serve(opts);
 }
 
 }  // namespace

@@ -1,0 +1,393 @@
+// The Kubernetes REST client on cpprestsdk. The only file of the project that includes cpprestsdk.
+#include "kube/client_impl.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <boost/asio/ssl.hpp>
+#include <cpprest/http_client.h>
+#include <pplx/threadpool.h>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "kube/api_status.h"
+#include "kube/rate_limiter.h"
+
+namespace bulkhead::kube {
+namespace {
+
+namespace http = web::http;
+using http::client::http_client;
+using http::client::http_client_config;
+
+constexpr int kMaxRetriesOn429 = 5;
+constexpr auto kMaxRetryAfter = std::chrono::seconds(30);
+
+std::string encode(const std::string& s) { return web::uri::encode_data_string(s); }
+
+void addParam(std::string& query, const std::string& key, const std::string& value) {
+  if (value.empty()) {
+    return;
+  }
+  query += query.empty() ? '?' : '&';
+  query += key + "=" + encode(value);
+}
+
+std::string objectNamespace(const json& object) {
+  const auto& md = object.value("metadata", json::object());
+  return md.value("namespace", "");
+}
+
+std::string objectName(const json& object) {
+  const auto& md = object.value("metadata", json::object());
+  return md.value("name", "");
+}
+
+struct Response {
+  int code = 0;
+  std::string body;
+};
+
+// Loads the cluster CA as the only trusted roots (not the system's), and the client identity.
+void configureTls(boost::asio::ssl::context& ctx, const RestConfig& config) {
+  if (!config.caPem.empty()) {
+    SSL_CTX_set_cert_store(ctx.native_handle(), X509_STORE_new());
+    ctx.add_certificate_authority(boost::asio::buffer(config.caPem));
+  }
+  if (!config.clientCertPem.empty()) {
+    ctx.use_certificate_chain(boost::asio::buffer(config.clientCertPem));
+    ctx.use_private_key(boost::asio::buffer(config.clientKeyPem), boost::asio::ssl::context::pem);
+  }
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+}
+
+http_client_config makeClientConfig(const RestConfig& config, std::chrono::seconds timeout) {
+  http_client_config c;
+  c.set_timeout(timeout);
+  c.set_validate_certificates(!config.insecureSkipTlsVerify);
+  c.set_ssl_context_callback(
+      [config](boost::asio::ssl::context& ctx) { configureTls(ctx, config); });
+  return c;
+}
+
+class WatchStreamImpl : public WatchStream {
+ public:
+  WatchStreamImpl(http::http_response response, pplx::cancellation_token_source cts,
+                  std::string what)
+      : response_(std::move(response)), cts_(std::move(cts)), what_(std::move(what)) {}
+  ~WatchStreamImpl() override { cancel(); }
+
+  StatusOr<std::optional<WatchEvent>> next() override {
+    while (lines_.empty()) {
+      if (eof_) {
+        if (splitter_.pending() > 0) {
+          return unavailableError(what_ + ": stream ended in the middle of an event");
+        }
+        return std::optional<WatchEvent>();
+      }
+      RETURN_IF_ERROR(readChunk());
+    }
+    std::string line = std::move(lines_.front());
+    lines_.pop_front();
+    auto event = parseWatchEvent(line);
+    if (!event.ok()) {
+      return event.status().withContext(what_);
+    }
+    return std::optional<WatchEvent>(std::move(*event));
+  }
+
+  void cancel() override { cts_.cancel(); }
+
+ private:
+  Status readChunk() {
+    try {
+      auto buf = response_.body().streambuf();
+      // getn(1) completes as soon as any byte is there; then take whatever else has arrived.
+      size_t n = buf.getn(chunk_, 1).get();
+      if (n == 0) {
+        eof_ = true;
+        return okStatus();
+      }
+      size_t avail = buf.in_avail();
+      if (avail > 0) {
+        n += buf.getn(chunk_ + 1, std::min(avail, sizeof(chunk_) - 1)).get();
+      }
+      return splitter_.feed(
+          std::string_view(reinterpret_cast<const char*>(chunk_), n),
+          [this](std::string_view line) { lines_.emplace_back(line); });
+    } catch (const std::exception& e) {
+      eof_ = true;
+      if (cts_.get_token().is_canceled()) {
+        return cancelledError(what_ + ": cancelled");
+      }
+      return unavailableError(what_ + ": " + e.what());
+    }
+  }
+
+  http::http_response response_;
+  pplx::cancellation_token_source cts_;
+  std::string what_;
+  LineSplitter splitter_;
+  std::deque<std::string> lines_;
+  bool eof_ = false;
+  unsigned char chunk_[64 * 1024];
+};
+
+}  // namespace
+
+class ClientImpl::Impl {
+ public:
+  Impl(RestConfig config, ClockPtr clock)
+      : config_(std::move(config)),
+        clock_(std::move(clock)),
+        client_(config_.server, makeClientConfig(config_, std::chrono::seconds(60))),
+        watchClient_(config_.server, makeClientConfig(config_, std::chrono::seconds(360))),
+        limiter_(config_.qps, config_.burst, clock_) {}
+
+  StatusOr<http::http_request> makeRequest(const std::string& method,
+                                           const std::string& pathAndQuery,
+                                           const std::string& body,
+                                           const std::string& contentType) {
+    http::http_request req(utility::conversions::to_string_t(method));
+    req.set_request_uri(pathAndQuery);
+    req.headers().add("Accept", "application/json");
+    req.headers().add("User-Agent", config_.userAgent);
+    ASSIGN_OR_RETURN(std::string token, currentBearerToken(config_));
+    if (!token.empty()) {
+      req.headers().add("Authorization", "Bearer " + token);
+    }
+    if (!body.empty()) {
+      req.set_body(body, contentType);
+    }
+    return req;
+  }
+
+  StatusOr<Response> send(const std::string& method, const std::string& pathAndQuery,
+                          const std::string& body, const std::string& contentType) {
+    bool retriedTransport = false;
+    for (int attempt = 0;; ++attempt) {
+      limiter_.acquire();
+      ASSIGN_OR_RETURN(auto req, makeRequest(method, pathAndQuery, body, contentType));
+      Response out;
+      std::chrono::seconds retryAfter{0};
+      try {
+        http::http_response res = client_.request(req).get();
+        out.code = res.status_code();
+        out.body = res.extract_utf8string(true).get();
+        if (out.code == 429 && res.headers().has("Retry-After")) {
+          retryAfter = std::chrono::seconds(std::atoi(res.headers()["Retry-After"].c_str()));
+        }
+      } catch (const std::exception& e) {
+        // A pooled keep-alive connection the server has since closed fails on first use; one
+        // immediate retry on a fresh connection is what every HTTP client does (a duplicate
+        // create would come back AlreadyExists, never as a second object).
+        if (!retriedTransport) {
+          retriedTransport = true;
+          --attempt;
+          continue;
+        }
+        return unavailableError(method + " " + pathAndQuery + ": " + e.what());
+      }
+      if (out.code != 429 || attempt >= kMaxRetriesOn429) {
+        return out;
+      }
+      retryAfter = std::clamp(retryAfter, std::chrono::seconds(1), kMaxRetryAfter);
+      log::warn("API server asked to retry later", {{"method", method},
+                                                    {"path", pathAndQuery},
+                                                    {"retryAfterSeconds", retryAfter.count()},
+                                                    {"attempt", attempt + 1}});
+      std::this_thread::sleep_for(retryAfter);
+    }
+  }
+
+  StatusOr<json> call(const std::string& method, const std::string& pathAndQuery,
+                      const std::string& body = "",
+                      const std::string& contentType = "application/json") {
+    ASSIGN_OR_RETURN(Response res, send(method, pathAndQuery, body, contentType));
+    if (res.code < 200 || res.code >= 300) {
+      return statusFromApi(res.code, res.body);
+    }
+    if (res.body.empty()) {
+      return json();
+    }
+    json doc = json::parse(res.body, nullptr, false);
+    if (doc.is_discarded()) {
+      return internalError(method + " " + pathAndQuery + ": response is not JSON");
+    }
+    return doc;
+  }
+
+  StatusOr<WatchStreamPtr> watch(const ResourceType& type, const std::string& ns,
+                                 const WatchOptions& options) {
+    std::string query;
+    addParam(query, "watch", "true");
+    addParam(query, "labelSelector", options.labelSelector);
+    addParam(query, "fieldSelector", options.fieldSelector);
+    addParam(query, "resourceVersion", options.resourceVersion);
+    addParam(query, "allowWatchBookmarks", options.allowBookmarks ? "true" : "");
+    addParam(query, "timeoutSeconds", std::to_string(options.timeout.count()));
+    std::string path = type.path(ns) + query;
+    ASSIGN_OR_RETURN(auto req, makeRequest("GET", path, "", ""));
+    pplx::cancellation_token_source cts;
+    try {
+      http::http_response res = watchClient_.request(req, cts.get_token()).get();
+      if (res.status_code() != 200) {
+        std::string body = res.extract_utf8string(true).get();
+        return statusFromApi(res.status_code(), body);
+      }
+      return WatchStreamPtr(
+          std::make_unique<WatchStreamImpl>(std::move(res), std::move(cts), "watch " + path));
+    } catch (const std::exception& e) {
+      return unavailableError("watch " + path + ": " + e.what());
+    }
+  }
+
+  RestConfig config_;
+  ClockPtr clock_;
+  http_client client_;
+  http_client watchClient_;
+  TokenBucket limiter_;
+};
+
+StatusOr<std::shared_ptr<ClientImpl>> ClientImpl::create(RestConfig config, ClockPtr clock) {
+  static std::once_flag poolOnce;
+  std::call_once(poolOnce, [] {
+    try {
+      // cpprestsdk's default pool has 40 threads; asynchronous I/O needs few.
+      crossplat::threadpool::initialize_with_threads(4);
+    } catch (const std::exception&) {
+      // Already initialised by an earlier user of the library: keep that pool.
+    }
+  });
+  if (config.server.empty()) {
+    return invalidError("no API server address");
+  }
+  // Fail early on unreadable credentials instead of on the first request.
+  try {
+    boost::asio::ssl::context probe(boost::asio::ssl::context::tls_client);
+    configureTls(probe, config);
+  } catch (const std::exception& e) {
+    return invalidError(std::string("loading TLS credentials from ") + config.source + ": " +
+                        e.what());
+  }
+  try {
+    return std::shared_ptr<ClientImpl>(
+        new ClientImpl(std::make_unique<Impl>(std::move(config), std::move(clock))));
+  } catch (const std::exception& e) {
+    return invalidError(std::string("creating the API client: ") + e.what());
+  }
+}
+
+ClientImpl::ClientImpl(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ClientImpl::~ClientImpl() = default;
+
+const RestConfig& ClientImpl::config() const { return impl_->config_; }
+
+StatusOr<json> ClientImpl::get(const ResourceType& type, const std::string& ns,
+                               const std::string& name) {
+  return impl_->call("GET", type.path(ns, name));
+}
+
+StatusOr<ListResult> ClientImpl::list(const ResourceType& type, const std::string& ns,
+                                      const ListOptions& options) {
+  std::string query;
+  addParam(query, "labelSelector", options.labelSelector);
+  addParam(query, "fieldSelector", options.fieldSelector);
+  addParam(query, "limit", options.limit > 0 ? std::to_string(options.limit) : "");
+  addParam(query, "continue", options.continueToken);
+  addParam(query, "resourceVersion", options.resourceVersion);
+  ASSIGN_OR_RETURN(json doc, impl_->call("GET", type.path(ns) + query));
+  ListResult result;
+  const json& md = doc.value("metadata", json::object());
+  result.resourceVersion = md.value("resourceVersion", "");
+  result.continueToken = md.value("continue", "");
+  if (auto items = doc.find("items"); items != doc.end() && items->is_array()) {
+    result.items.reserve(items->size());
+    for (auto& item : *items) {
+      // Lists omit apiVersion/kind on items; restore them so items look like watched objects.
+      item["apiVersion"] = type.apiVersion();
+      item["kind"] = type.kind;
+      result.items.push_back(std::move(item));
+    }
+  }
+  return result;
+}
+
+StatusOr<json> ClientImpl::create(const ResourceType& type, const json& object) {
+  return impl_->call("POST", type.path(objectNamespace(object)), object.dump());
+}
+
+StatusOr<json> ClientImpl::update(const ResourceType& type, const json& object) {
+  return impl_->call("PUT", type.path(objectNamespace(object), objectName(object)), object.dump());
+}
+
+StatusOr<json> ClientImpl::updateStatus(const ResourceType& type, const json& object) {
+  return impl_->call("PUT", type.path(objectNamespace(object), objectName(object), "status"),
+                     object.dump());
+}
+
+Status ClientImpl::remove(const ResourceType& type, const std::string& ns,
+                          const std::string& name, const DeleteOptions& options) {
+  json body = {{"apiVersion", "v1"}, {"kind", "DeleteOptions"}};
+  if (options.preconditionUid) {
+    body["preconditions"]["uid"] = *options.preconditionUid;
+  }
+  if (options.preconditionResourceVersion) {
+    body["preconditions"]["resourceVersion"] = *options.preconditionResourceVersion;
+  }
+  if (!options.propagationPolicy.empty()) {
+    body["propagationPolicy"] = options.propagationPolicy;
+  }
+  return impl_->call("DELETE", type.path(ns, name), body.dump()).status();
+}
+
+StatusOr<json> ClientImpl::mergePatch(const ResourceType& type, const std::string& ns,
+                                      const std::string& name, const json& patch,
+                                      const std::string& subresource) {
+  return impl_->call("PATCH", type.path(ns, name, subresource), patch.dump(),
+                     "application/merge-patch+json");
+}
+
+StatusOr<json> ClientImpl::apply(const ResourceType& type, const json& object,
+                                 const std::string& fieldManager, bool force,
+                                 const std::string& subresource) {
+  std::string query;
+  addParam(query, "fieldManager", fieldManager);
+  addParam(query, "force", force ? "true" : "");
+  // JSON is YAML: the apply-patch body may be either.
+  return impl_->call("PATCH",
+                     type.path(objectNamespace(object), objectName(object), subresource) + query,
+                     object.dump(), "application/apply-patch+yaml");
+}
+
+StatusOr<WatchStreamPtr> ClientImpl::watch(const ResourceType& type, const std::string& ns,
+                                           const WatchOptions& options) {
+  return impl_->watch(type, ns, options);
+}
+
+StatusOr<bool> ClientImpl::isServed(const std::string& group, const std::string& version,
+                                    const std::string& resource) {
+  ResourceType gv{group, version, "", "", false};
+  auto doc = impl_->call("GET", gv.groupVersionPath());
+  if (!doc.ok()) {
+    if (doc.status().code() == StatusCode::kNotFound) {
+      return false;
+    }
+    return doc.status();
+  }
+  for (const auto& r : doc->value("resources", json::array())) {
+    if (r.value("name", "") == resource) {
+      return true;
+    }
+  }
+  return false;
+}
+
+StatusOr<json> ClientImpl::raw(const std::string& method, const std::string& pathAndQuery,
+                               const std::string& body, const std::string& contentType) {
+  return impl_->call(method, pathAndQuery, body, contentType);
+}
+
+}  // namespace bulkhead::kube

@@ -1,0 +1,255 @@
+#include "kube/informer.h"
+
+#include <random>
+#include <unordered_set>
+
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace bulkhead::kube {
+namespace {
+
+std::string resourceVersionOf(const nlohmann::json& o) {
+  auto md = o.find("metadata");
+  return md == o.end() ? "" : md->value("resourceVersion", "");
+}
+
+}  // namespace
+
+metrics::Counter& watchRestarts(const std::string& resource) {
+  static auto& family = metrics::defaultRegistry().counter(
+      "bulkhead_watch_restarts_total",
+      "Watch streams re-established after an error, a 410 Gone or a broken connection.",
+      {"resource"});
+  return family.labels({resource});
+}
+
+void dropUnreadFields(nlohmann::json& object) {
+  auto md = object.find("metadata");
+  if (md == object.end() || !md->is_object()) {
+    return;
+  }
+  md->erase("managedFields");
+  if (auto ann = md->find("annotations"); ann != md->end() && ann->is_object()) {
+    ann->erase("kubectl.kubernetes.io/last-applied-configuration");
+    if (ann->empty()) {
+      md->erase(ann);
+    }
+  }
+}
+
+Informer::Informer(ClientPtr client, ClockPtr clock, InformerOptions options)
+    : client_(std::move(client)), clock_(std::move(clock)), options_(std::move(options)) {
+  if (!options_.transform) {
+    options_.transform = dropUnreadFields;
+  }
+}
+
+Informer::~Informer() { stop(); }
+
+void Informer::addEventHandlers(EventHandlers handlers) {
+  handlers_.push_back(std::move(handlers));
+}
+
+void Informer::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Informer::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (currentWatch_ != nullptr) {
+      currentWatch_->cancel();
+    }
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+bool Informer::waitForSync(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!synced_ && !stopping_ && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return synced_;
+}
+
+std::string Informer::lastResourceVersion() const {
+  std::lock_guard lock(mu_);
+  return lastRv_;
+}
+
+bool Informer::sleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  auto deadline = clock_->monotonicNow() + d;
+  while (!stopping_ && clock_->monotonicNow() < deadline) {
+    clock_->waitUntil(lock, cv_, deadline);
+  }
+  return !stopping_;
+}
+
+std::chrono::milliseconds Informer::nextBackoff() {
+  backoff_ = backoff_.count() == 0 ? options_.initialBackoff
+                                   : std::min(backoff_ * 2, options_.maxBackoff);
+  // Jitter of up to +25% so that many informers do not reconnect in lockstep.
+  static thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(1.0, 1.25);
+  return std::chrono::milliseconds(static_cast<int64_t>(backoff_.count() * jitter(rng)));
+}
+
+void Informer::countRestart(const std::string& why, const Status& status) {
+  watchRestarts(options_.type.resource).inc();
+  log::warn("watch restarting", {{"resource", options_.type.resource},
+                                 {"namespace", options_.ns},
+                                 {"reason", why},
+                                 {"error", status.toString()}});
+}
+
+void Informer::run() {
+  while (!stopping_) {
+    auto rv = listAndReplace();
+    if (!rv.ok()) {
+      if (stopping_) {
+        return;
+      }
+      countRestart("list failed", rv.status());
+      sleepFor(nextBackoff());
+      continue;
+    }
+    std::string current = *rv;
+    while (!stopping_) {
+      Status s = watchOnce(current);
+      if (stopping_) {
+        return;
+      }
+      if (s.ok()) {
+        continue;  // the server ended the stream after its timeout: resume
+      }
+      if (s.code() == StatusCode::kGone) {
+        countRestart("resourceVersion too old; relisting", s);
+        break;
+      }
+      countRestart("watch failed", s);
+      if (!sleepFor(nextBackoff())) {
+        return;
+      }
+      if (s.code() == StatusCode::kInternal) {
+        break;  // an ERROR event other than Gone: start over from a fresh list
+      }
+    }
+  }
+}
+
+StatusOr<std::string> Informer::listAndReplace() {
+  ListOptions opts;
+  opts.labelSelector = options_.labelSelector;
+  opts.fieldSelector = options_.fieldSelector;
+  opts.limit = options_.pageSize;
+  std::unordered_set<std::string> seen;
+  std::string rv;
+  // Page by page, so that at most one page of raw JSON is held at a time.
+  do {
+    ASSIGN_OR_RETURN(ListResult page, client_->list(options_.type, options_.ns, opts));
+    for (auto& item : page.items) {
+      seen.insert(objectKey(item));
+      apply(WatchEvent::Type::kAdded, std::move(item));
+    }
+    rv = page.resourceVersion;
+    opts.continueToken = page.continueToken;
+  } while (!opts.continueToken.empty() && !stopping_);
+  for (const auto& key : store_.keys()) {
+    if (!seen.contains(key)) {
+      if (ObjectPtr old = store_.erase(key)) {
+        for (auto& h : handlers_) {
+          if (h.onDelete) {
+            h.onDelete(*old);
+          }
+        }
+      }
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    lastRv_ = rv;
+  }
+  synced_ = true;
+  return rv;
+}
+
+void Informer::apply(WatchEvent::Type type, nlohmann::json&& object) {
+  options_.transform(object);
+  if (type == WatchEvent::Type::kDeleted) {
+    ObjectPtr old = store_.erase(objectKey(object));
+    for (auto& h : handlers_) {
+      if (h.onDelete) {
+        h.onDelete(old ? *old : object);
+      }
+    }
+    return;
+  }
+  auto fresh = std::make_shared<const nlohmann::json>(std::move(object));
+  ObjectPtr old = store_.upsert(fresh);
+  for (auto& h : handlers_) {
+    if (old) {
+      if (h.onUpdate && resourceVersionOf(*old) != resourceVersionOf(*fresh)) {
+        h.onUpdate(*old, *fresh);
+      }
+    } else if (h.onAdd) {
+      h.onAdd(*fresh);
+    }
+  }
+}
+
+Status Informer::watchOnce(std::string& rv) {
+  WatchOptions wo;
+  wo.labelSelector = options_.labelSelector;
+  wo.fieldSelector = options_.fieldSelector;
+  wo.resourceVersion = rv;
+  wo.timeout = options_.watchTimeout;
+  ASSIGN_OR_RETURN(WatchStreamPtr stream, client_->watch(options_.type, options_.ns, wo));
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return cancelledError("stopping");
+    }
+    currentWatch_ = stream.get();
+  }
+  struct Unregister {
+    Informer* self;
+    ~Unregister() {
+      std::lock_guard lock(self->mu_);
+      self->currentWatch_ = nullptr;
+    }
+  } unregister{this};
+
+  while (true) {
+    auto next = stream->next();
+    if (!next.ok()) {
+      return next.status();
+    }
+    if (!next->has_value()) {
+      return okStatus();
+    }
+    WatchEvent& event = **next;
+    if (event.type == WatchEvent::Type::kError) {
+      Status s = watchErrorStatus(event.object);
+      // Anything but Gone is reported as Internal so run() relists after a backoff.
+      return s.code() == StatusCode::kGone ? s : internalError(s.message());
+    }
+    std::string eventRv = resourceVersionOf(event.object);
+    if (event.type != WatchEvent::Type::kBookmark) {
+      apply(event.type, std::move(event.object));
+    }
+    if (!eventRv.empty()) {
+      rv = eventRv;
+      std::lock_guard lock(mu_);
+      lastRv_ = rv;
+    }
+    backoff_ = std::chrono::milliseconds(0);  // a healthy stream resets the backoff
+  }
+}
+
+}  // namespace bulkhead::kube

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+
+#include "common/clock.h"
+#include "kube/client.h"
+
+namespace bulkhead::kube {
+
+struct LeaderElectionConfig {
+  std::string leaseNamespace;
+  std::string leaseName = "bulkhead";
+  std::string identity;  // unique per replica, e.g. pod name + random suffix
+  std::chrono::milliseconds leaseDuration{15'000};
+  std::chrono::milliseconds renewDeadline{10'000};
+  std::chrono::milliseconds retryPeriod{2'000};
+};
+
+// Leader election on a coordination.k8s.io/v1 Lease, as client-go does it: a candidate takes the
+// Lease when it is free, released, or not renewed for leaseDuration as observed locally (so clock
+// skew between replicas does not matter); the leader renews every retryPeriod and gives up if it
+// cannot renew within renewDeadline. Sets the bulkhead_leader gauge.
+class LeaderElector {
+ public:
+  LeaderElector(ClientPtr client, ClockPtr clock, LeaderElectionConfig config);
+
+  // Blocks: campaigns until leading (or stop()), calls onStartedLeading (which must not block),
+  // renews until leadership is lost or stop() is called, then calls onStoppedLeading. On stop()
+  // while leading, the Lease is released so another replica takes over at its next retry.
+  void run(const std::function<void()>& onStartedLeading,
+           const std::function<void()>& onStoppedLeading);
+  void stop();
+  bool isLeader() const { return leading_.load(); }
+  const LeaderElectionConfig& config() const { return config_; }
+
+ private:
+  // One attempt to acquire or renew. OK when we hold the Lease afterwards.
+  Status tryAcquireOrRenew();
+  Status release();
+  bool sleepFor(std::chrono::milliseconds d);
+
+  ClientPtr client_;
+  ClockPtr clock_;
+  LeaderElectionConfig config_;
+  std::atomic<bool> leading_{false};
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // The last Lease record seen and when it was first seen changed (local monotonic time).
+  std::string observedHolder_;
+  std::string observedRenewTime_;
+  MonoTime observedAt_{};
+  std::chrono::milliseconds observedDuration_{0};
+};
+
+}  // namespace bulkhead::kube

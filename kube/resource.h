@@ -1,0 +1,65 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace bulkhead::kube {
+
+// A REST resource of the Kubernetes API: enough to build its paths.
+struct ResourceType {
+  std::string group;  // "" for the core group
+  std::string version;
+  std::string resource;  // plural, lower case: "networkpolicies"
+  std::string kind;
+  bool namespaced = true;
+
+  std::string apiVersion() const { return group.empty() ? version : group + "/" + version; }
+  // "/api/v1" or "/apis/networking.k8s.io/v1"
+  std::string groupVersionPath() const {
+    return group.empty() ? "/api/" + version : "/apis/" + group + "/" + version;
+  }
+  // The collection path, namespaced when `ns` is not empty and the resource is namespaced;
+  // with `name`, the object's path; with `subresource`, below it.
+  std::string path(std::string_view ns = {}, std::string_view name = {},
+                   std::string_view subresource = {}) const {
+    std::string p = groupVersionPath();
+    if (namespaced && !ns.empty()) {
+      p += "/namespaces/";
+      p += ns;
+    }
+    p += "/" + resource;
+    if (!name.empty()) {
+      p += "/";
+      p += name;
+      if (!subresource.empty()) {
+        p += "/";
+        p += subresource;
+      }
+    }
+    return p;
+  }
+  bool operator==(const ResourceType&) const = default;
+};
+
+namespace resources {
+inline const ResourceType kNamespaces{"", "v1", "namespaces", "Namespace", false};
+inline const ResourceType kConfigMaps{"", "v1", "configmaps", "ConfigMap", true};
+inline const ResourceType kSecrets{"", "v1", "secrets", "Secret", true};
+inline const ResourceType kPods{"", "v1", "pods", "Pod", true};
+inline const ResourceType kServices{"", "v1", "services", "Service", true};
+inline const ResourceType kEvents{"", "v1", "events", "Event", true};
+inline const ResourceType kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
+inline const ResourceType kNetworkPolicies{"networking.k8s.io", "v1", "networkpolicies",
+                                           "NetworkPolicy", true};
+inline const ResourceType kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
+inline const ResourceType kEndpointSlices{"discovery.k8s.io", "v1", "endpointslices",
+                                          "EndpointSlice", true};
+inline const ResourceType kValidatingWebhookConfigurations{
+    "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration", false};
+inline const ResourceType kCustomResourceDefinitions{"apiextensions.k8s.io", "v1",
+                                                     "customresourcedefinitions",
+                                                     "CustomResourceDefinition", false};
+}  // namespace resources
+
+}  // namespace bulkhead::kube

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace bulkhead::kube {
+
+using ObjectPtr = std::shared_ptr<const nlohmann::json>;
+
+// "namespace/name" for namespaced objects, "name" for cluster-scoped ones.
+std::string objectKey(const nlohmann::json& object);
+std::string objectKey(const std::string& ns, const std::string& name);
+
+// An informer's cache: objects by key, plus secondary indexes. Readers get immutable shared
+// snapshots of objects, so a read never blocks on a long-running consumer. Thread-safe.
+class Store {
+ public:
+  using IndexFunc = std::function<std::vector<std::string>(const nlohmann::json&)>;
+
+  Store();
+  // Adds a secondary index. Must be called before the first insert.
+  void addIndex(const std::string& name, IndexFunc fn);
+
+  ObjectPtr get(const std::string& key) const;
+  std::vector<ObjectPtr> list() const;
+  std::vector<std::string> keys() const;
+  size_t size() const;
+  // Objects whose index function returned `value` for index `name`.
+  std::vector<ObjectPtr> byIndex(const std::string& name, const std::string& value) const;
+  std::vector<ObjectPtr> byNamespace(const std::string& ns) const;
+
+  // Mutations, for the informer. Each returns the previous object for `key` (or null).
+  ObjectPtr upsert(ObjectPtr object);
+  ObjectPtr erase(const std::string& key);
+
+ private:
+  struct Index {
+    IndexFunc fn;
+    std::unordered_map<std::string, std::set<std::string>> keysByValue;
+  };
+  void indexLocked(const std::string& key, const nlohmann::json* oldObj,
+                   const nlohmann::json* newObj);
+
+  mutable std::shared_mutex mu_;
+  std::unordered_map<std::string, ObjectPtr> items_;
+  std::map<std::string, Index> indexes_;
+};
+
+// Index function for the value of label `labelKey` (index values: the label's values).
+Store::IndexFunc labelIndex(const std::string& labelKey);
+inline constexpr const char* kNamespaceIndex = "namespace";
+
+}  // namespace bulkhead::kube
