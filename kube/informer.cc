@@ -190,15 +190,14 @@ void Informer::apply(WatchEvent::Type type, nlohmann::json&& object) {
     }
     return;
   }
-  auto fresh = std::make_shared<const nlohmann::json>(std::move(object));
-  ObjectPtr old = store_.upsert(fresh);
+  ObjectPtr old = store_.upsert(object);
   for (auto& h : handlers_) {
     if (old) {
-      if (h.onUpdate && resourceVersionOf(*old) != resourceVersionOf(*fresh)) {
-        h.onUpdate(*old, *fresh);
+      if (h.onUpdate && resourceVersionOf(*old) != resourceVersionOf(object)) {
+        h.onUpdate(*old, object);
       }
     } else if (h.onAdd) {
-      h.onAdd(*fresh);
+      h.onAdd(object);
     }
   }
 }

@@ -1,6 +1,13 @@
 #include "kube/store.h"
 
 namespace bulkhead::kube {
+namespace {
+
+ObjectPtr parse(const std::string& text) {
+  return std::make_shared<const nlohmann::json>(nlohmann::json::parse(text));
+}
+
+}  // namespace
 
 std::string objectKey(const std::string& ns, const std::string& name) {
   return ns.empty() ? name : ns + "/" + name;
@@ -36,7 +43,12 @@ void Store::addIndex(const std::string& name, IndexFunc fn) {
 ObjectPtr Store::get(const std::string& key) const {
   std::shared_lock lock(mu_);
   auto it = items_.find(key);
-  return it == items_.end() ? nullptr : it->second;
+  return it == items_.end() ? nullptr : parse(it->second);
+}
+
+bool Store::contains(const std::string& key) const {
+  std::shared_lock lock(mu_);
+  return items_.contains(key);
 }
 
 std::vector<ObjectPtr> Store::list() const {
@@ -44,7 +56,7 @@ std::vector<ObjectPtr> Store::list() const {
   std::vector<ObjectPtr> out;
   out.reserve(items_.size());
   for (const auto& [k, v] : items_) {
-    out.push_back(v);
+    out.push_back(parse(v));
   }
   return out;
 }
@@ -76,7 +88,7 @@ std::vector<ObjectPtr> Store::byIndex(const std::string& name, const std::string
     return out;
   }
   for (const auto& k : keys->second) {
-    out.push_back(items_.at(k));
+    out.push_back(parse(items_.at(k)));
   }
   return out;
 }
@@ -107,13 +119,15 @@ void Store::indexLocked(const std::string& key, const nlohmann::json* oldObj,
   }
 }
 
-ObjectPtr Store::upsert(ObjectPtr object) {
-  std::string key = objectKey(*object);
+ObjectPtr Store::upsert(const nlohmann::json& object) {
+  std::string key = objectKey(object);
+  std::string text = object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::unique_lock lock(mu_);
-  ObjectPtr& slot = items_[key];
-  ObjectPtr old = std::move(slot);
-  indexLocked(key, old.get(), object.get());
-  slot = std::move(object);
+  std::string& slot = items_[key];
+  ObjectPtr old = slot.empty() ? nullptr : parse(slot);
+  indexLocked(key, old.get(), &object);
+  slot = std::move(text);
+  slot.shrink_to_fit();
   return old;
 }
 
@@ -123,7 +137,7 @@ ObjectPtr Store::erase(const std::string& key) {
   if (it == items_.end()) {
     return nullptr;
   }
-  ObjectPtr old = std::move(it->second);
+  ObjectPtr old = parse(it->second);
   items_.erase(it);
   indexLocked(key, old.get(), nullptr);
   return old;

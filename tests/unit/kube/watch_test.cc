@@ -102,7 +102,7 @@ TEST_CASE("the store indexes by namespace and by label and keeps indexes current
     if (!app.empty()) {
       o["metadata"]["labels"]["app"] = app;
     }
-    return std::make_shared<const nlohmann::json>(o);
+    return o;
   };
   CHECK(store.upsert(obj("a", "x", "web")) == nullptr);
   store.upsert(obj("a", "y", "api"));
