@@ -1,0 +1,259 @@
+#include "policy/segmentation_policy.h"
+
+#include <regex>
+
+namespace bulkhead::policy {
+namespace {
+
+using nlohmann::json;
+
+// Reads an optional field of `obj` into `out`, checking its JSON type.
+template <typename T>
+Status optionalField(const json& obj, const char* key, const std::string& path, T* out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    return okStatus();
+  }
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) {
+      return invalidError(path + "." + key + ": must be a boolean");
+    }
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer()) {
+      return invalidError(path + "." + key + ": must be an integer");
+    }
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) {
+      return invalidError(path + "." + key + ": must be a string");
+    }
+  } else {
+    if (!it->is_array()) {
+      return invalidError(path + "." + key + ": must be a list of strings");
+    }
+    for (const auto& v : *it) {
+      if (!v.is_string()) {
+        return invalidError(path + "." + key + ": must be a list of strings");
+      }
+    }
+  }
+  *out = it->get<T>();
+  return okStatus();
+}
+
+const json& objectOrEmpty(const json& parent, const char* key) {
+  static const json kEmpty = json::object();
+  auto it = parent.find(key);
+  return it == parent.end() || !it->is_object() ? kEmpty : *it;
+}
+
+StatusOr<std::chrono::seconds> decodeDuration(const std::string& text, const std::string& path) {
+  static const std::regex kDuration(R"(^(([0-9]+(\.[0-9]+)?)(h|m|s|ms))+$)");
+  if (!std::regex_match(text, kDuration)) {
+    return invalidError(path + ": \"" + text + "\" is not a duration like 168h or 30m");
+  }
+  double total = 0;
+  static const std::regex kPart(R"(([0-9]+(\.[0-9]+)?)(h|ms|m|s))");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kPart); it != std::sregex_iterator();
+       ++it) {
+    double n = std::stod((*it)[1]);
+    std::string unit = (*it)[3];
+    total += n * (unit == "h" ? 3600 : unit == "m" ? 60 : unit == "s" ? 1 : 0.001);
+  }
+  return std::chrono::seconds(static_cast<int64_t>(total));
+}
+
+StatusOr<std::vector<Port>> decodePorts(const json& j, const std::string& path) {
+  std::vector<Port> ports;
+  if (j.is_null()) {
+    return ports;
+  }
+  if (!j.is_array()) {
+    return invalidError(path + ": must be a list");
+  }
+  for (size_t i = 0; i < j.size(); ++i) {
+    std::string at = path + "[" + std::to_string(i) + "]";
+    const json& p = j[i];
+    if (!p.is_object() || !p.contains("port") || !p["port"].is_number_integer()) {
+      return invalidError(at + ".port: required integer");
+    }
+    Port port;
+    port.port = p["port"].get<int>();
+    if (port.port < 1 || port.port > 65535) {
+      return invalidError(at + ".port: " + std::to_string(port.port) + " is not in 1-65535");
+    }
+    port.protocol = p.value("protocol", "TCP");
+    if (port.protocol != "TCP" && port.protocol != "UDP" && port.protocol != "SCTP") {
+      return invalidError(at + ".protocol: \"" + port.protocol + "\" is not TCP, UDP or SCTP");
+    }
+    ports.push_back(port);
+  }
+  return ports;
+}
+
+StatusOr<BaselineAllow> decodeBaselineAllow(const json& j, const std::string& at) {
+  static const std::regex kName("^[a-z0-9]([-a-z0-9]{0,42}[a-z0-9])?$");
+  BaselineAllow a;
+  if (!j.is_object()) {
+    return invalidError(at + ": must be an object");
+  }
+  a.name = j.value("name", "");
+  if (!std::regex_match(a.name, kName)) {
+    return invalidError(at + ".name: \"" + a.name +
+                        "\" must be a lower-case DNS label of at most 44 characters");
+  }
+  std::string dir = j.value("direction", "Ingress");
+  if (dir == "Ingress") {
+    a.direction = Direction::kIngress;
+  } else if (dir == "Egress") {
+    a.direction = Direction::kEgress;
+  } else {
+    return invalidError(at + ".direction: \"" + dir + "\" is not Ingress or Egress");
+  }
+  ASSIGN_OR_RETURN(a.podSelector,
+                   decodeLabelSelector(j.value("podSelector", json()), at + ".podSelector"));
+  const json& peers = j.contains("peers") ? j["peers"] : json::array();
+  if (!peers.is_array()) {
+    return invalidError(at + ".peers: must be a list");
+  }
+  for (size_t i = 0; i < peers.size(); ++i) {
+    std::string pat = at + ".peers[" + std::to_string(i) + "]";
+    Peer peer;
+    if (!peers[i].is_object() || !peers[i].contains("namespace") ||
+        !peers[i]["namespace"].is_string() || peers[i]["namespace"].get<std::string>().empty()) {
+      return invalidError(pat + ".namespace: required");
+    }
+    peer.ns = peers[i]["namespace"].get<std::string>();
+    ASSIGN_OR_RETURN(peer.podSelector, decodeLabelSelector(peers[i].value("podSelector", json()),
+                                                           pat + ".podSelector"));
+    a.peers.push_back(std::move(peer));
+  }
+  ASSIGN_OR_RETURN(a.ports, decodePorts(j.value("ports", json()), at + ".ports"));
+  return a;
+}
+
+}  // namespace
+
+std::string_view modeName(Mode mode) {
+  switch (mode) {
+    case Mode::kEnforce: return "Enforce";
+    case Mode::kWarn: return "Warn";
+    case Mode::kAudit: return "Audit";
+  }
+  std::abort();
+}
+
+std::string_view mtlsModeName(MtlsMode mode) {
+  switch (mode) {
+    case MtlsMode::kStrict: return "STRICT";
+    case MtlsMode::kPermissive: return "PERMISSIVE";
+    case MtlsMode::kDisable: return "DISABLE";
+    case MtlsMode::kUnmanaged: return "Unmanaged";
+  }
+  std::abort();
+}
+
+StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const json& object) {
+  SegmentationPolicy p;
+  if (!object.is_object()) {
+    return invalidError("SegmentationPolicy: not an object");
+  }
+  const json& md = objectOrEmpty(object, "metadata");
+  p.name = md.value("name", "");
+  if (p.name.empty()) {
+    return invalidError("metadata.name: required");
+  }
+  p.uid = md.value("uid", "");
+  p.generation = md.value("generation", int64_t{0});
+  p.deleting = md.contains("deletionTimestamp") && !md["deletionTimestamp"].is_null();
+  if (auto f = md.find("finalizers"); f != md.end() && f->is_array()) {
+    for (const auto& v : *f) {
+      p.hasFinalizer |= v == kFinalizer;
+    }
+  }
+
+  const json& spec = objectOrEmpty(object, "spec");
+  ASSIGN_OR_RETURN(p.namespaceSelector, decodeLabelSelector(spec.value("namespaceSelector", json()),
+                                                            "spec.namespaceSelector"));
+  RETURN_IF_ERROR(optionalField(spec, "excludedNamespaces", "spec", &p.excludedNamespaces));
+  RETURN_IF_ERROR(optionalField(spec, "priority", "spec", &p.priority));
+  std::string mode = spec.value("mode", "Enforce");
+  if (mode == "Enforce") {
+    p.mode = Mode::kEnforce;
+  } else if (mode == "Warn") {
+    p.mode = Mode::kWarn;
+  } else if (mode == "Audit") {
+    p.mode = Mode::kAudit;
+  } else {
+    return invalidError("spec.mode: \"" + mode + "\" is not Enforce, Warn or Audit");
+  }
+
+  const json& net = objectOrEmpty(spec, "network");
+  const json& deny = objectOrEmpty(net, "defaultDeny");
+  RETURN_IF_ERROR(optionalField(deny, "ingress", "spec.network.defaultDeny", &p.network.denyIngress));
+  RETURN_IF_ERROR(optionalField(deny, "egress", "spec.network.defaultDeny", &p.network.denyEgress));
+  RETURN_IF_ERROR(optionalField(net, "allowDNS", "spec.network", &p.network.allowDNS));
+  RETURN_IF_ERROR(
+      optionalField(net, "allowSameNamespace", "spec.network", &p.network.allowSameNamespace));
+  RETURN_IF_ERROR(optionalField(net, "allowMeshControlPlane", "spec.network",
+                                &p.network.allowMeshControlPlane));
+  if (auto api = net.find("allowKubeAPI"); api != net.end() && api->is_object()) {
+    ASSIGN_OR_RETURN(p.network.kubeApiPods,
+                     decodeLabelSelector(api->value("podSelector", json::object()),
+                                         "spec.network.allowKubeAPI.podSelector"));
+  }
+  if (auto allows = net.find("baselineAllows"); allows != net.end() && !allows->is_null()) {
+    if (!allows->is_array()) {
+      return invalidError("spec.network.baselineAllows: must be a list");
+    }
+    for (size_t i = 0; i < allows->size(); ++i) {
+      ASSIGN_OR_RETURN(auto a, decodeBaselineAllow((*allows)[i], "spec.network.baselineAllows[" +
+                                                                     std::to_string(i) + "]"));
+      for (const auto& seen : p.network.baselineAllows) {
+        if (seen.name == a.name) {
+          return invalidError("spec.network.baselineAllows[" + std::to_string(i) + "].name: \"" +
+                              a.name + "\" is used twice");
+        }
+      }
+      p.network.baselineAllows.push_back(std::move(a));
+    }
+  }
+
+  std::string mtls = objectOrEmpty(spec, "mtls").value("mode", "STRICT");
+  if (mtls == "STRICT") {
+    p.mtls = MtlsMode::kStrict;
+  } else if (mtls == "PERMISSIVE") {
+    p.mtls = MtlsMode::kPermissive;
+  } else if (mtls == "DISABLE") {
+    p.mtls = MtlsMode::kDisable;
+  } else if (mtls == "Unmanaged") {
+    p.mtls = MtlsMode::kUnmanaged;
+  } else {
+    return invalidError("spec.mtls.mode: \"" + mtls +
+                        "\" is not STRICT, PERMISSIVE, DISABLE or Unmanaged");
+  }
+  RETURN_IF_ERROR(optionalField(objectOrEmpty(spec, "authorization"), "defaultDeny",
+                                "spec.authorization", &p.authorizationDefaultDeny));
+
+  const json& rules = objectOrEmpty(spec, "podRules");
+  const std::string rp = "spec.podRules";
+  RETURN_IF_ERROR(optionalField(rules, "requiredLabels", rp, &p.podRules.requiredLabels));
+  RETURN_IF_ERROR(optionalField(rules, "forbidHostNetwork", rp, &p.podRules.forbidHostNetwork));
+  RETURN_IF_ERROR(optionalField(rules, "forbidHostPorts", rp, &p.podRules.forbidHostPorts));
+  RETURN_IF_ERROR(optionalField(rules, "forbidHostPIDIPC", rp, &p.podRules.forbidHostPIDIPC));
+  RETURN_IF_ERROR(optionalField(rules, "forbidPrivileged", rp, &p.podRules.forbidPrivileged));
+  RETURN_IF_ERROR(
+      optionalField(rules, "forbiddenCapabilities", rp, &p.podRules.forbiddenCapabilities));
+  RETURN_IF_ERROR(optionalField(rules, "requireSidecar", rp, &p.podRules.requireSidecar));
+  RETURN_IF_ERROR(optionalField(rules, "requireSegmentedNamespace", rp,
+                                &p.podRules.requireSegmentedNamespace));
+
+  const json& ex = objectOrEmpty(spec, "exceptions");
+  std::string maxDuration = ex.value("maxDuration", "168h");
+  ASSIGN_OR_RETURN(p.exceptions.maxDuration,
+                   decodeDuration(maxDuration, "spec.exceptions.maxDuration"));
+  RETURN_IF_ERROR(
+      optionalField(ex, "approverGroups", "spec.exceptions", &p.exceptions.approverGroups));
+  return p;
+}
+
+}  // namespace bulkhead::policy

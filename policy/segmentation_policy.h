@@ -1,0 +1,104 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/label_selector.h"
+
+namespace bulkhead::policy {
+
+inline constexpr const char* kGroup = "bulkhead.dev";
+inline constexpr const char* kApiVersion = "bulkhead.dev/v1alpha1";
+inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
+inline constexpr const char* kManagedByValue = "bulkhead";
+inline constexpr const char* kPolicyLabel = "bulkhead.dev/policy";
+inline constexpr const char* kNamespaceNameLabel = "kubernetes.io/metadata.name";
+inline constexpr const char* kFinalizer = "bulkhead.dev/cleanup";
+
+enum class Mode { kEnforce, kWarn, kAudit };
+enum class MtlsMode { kStrict, kPermissive, kDisable, kUnmanaged };
+enum class Direction { kIngress, kEgress };
+
+struct Port {
+  int port = 0;
+  std::string protocol = "TCP";
+  bool operator==(const Port&) const = default;
+};
+
+struct Peer {
+  std::string ns;
+  LabelSelector podSelector;
+  bool operator==(const Peer&) const = default;
+};
+
+struct BaselineAllow {
+  std::string name;
+  Direction direction = Direction::kIngress;
+  LabelSelector podSelector;
+  std::vector<Peer> peers;
+  std::vector<Port> ports;
+  bool operator==(const BaselineAllow&) const = default;
+};
+
+struct NetworkSettings {
+  bool denyIngress = true;
+  bool denyEgress = true;
+  bool allowDNS = true;
+  bool allowSameNamespace = false;
+  bool allowMeshControlPlane = true;
+  std::optional<LabelSelector> kubeApiPods;  // allowKubeAPI.podSelector; unset by default
+  std::vector<BaselineAllow> baselineAllows;
+  bool operator==(const NetworkSettings&) const = default;
+};
+
+struct PodRules {
+  std::vector<std::string> requiredLabels{"app.kubernetes.io/name"};
+  bool forbidHostNetwork = true;
+  bool forbidHostPorts = true;
+  bool forbidHostPIDIPC = true;
+  bool forbidPrivileged = true;
+  std::vector<std::string> forbiddenCapabilities{"NET_ADMIN", "NET_RAW", "SYS_ADMIN"};
+  bool requireSidecar = true;
+  bool requireSegmentedNamespace = true;
+  bool operator==(const PodRules&) const = default;
+};
+
+struct ExceptionSettings {
+  std::chrono::seconds maxDuration{168 * 3600};
+  std::vector<std::string> approverGroups;
+  bool operator==(const ExceptionSettings&) const = default;
+};
+
+// A SegmentationPolicy (SPEC 1.1), decoded, with every default applied.
+struct SegmentationPolicy {
+  std::string name;
+  std::string uid;
+  int64_t generation = 0;
+  bool deleting = false;  // metadata.deletionTimestamp is set
+  bool hasFinalizer = false;
+
+  LabelSelector namespaceSelector;
+  std::vector<std::string> excludedNamespaces{"kube-system", "kube-public", "kube-node-lease"};
+  int priority = 0;
+  Mode mode = Mode::kEnforce;
+  NetworkSettings network;
+  MtlsMode mtls = MtlsMode::kStrict;
+  bool authorizationDefaultDeny = false;
+  PodRules podRules;
+  ExceptionSettings exceptions;
+
+  bool mtlsManaged() const { return mtls != MtlsMode::kUnmanaged; }
+};
+
+// Decodes a SegmentationPolicy object as read from the API server. Fields the API server would
+// default are defaulted here too, so a policy decodes the same with or without its CRD's
+// defaulting. Invalid errors name the field path ("spec.network.baselineAllows[0].direction").
+StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const nlohmann::json& object);
+
+std::string_view modeName(Mode mode);
+std::string_view mtlsModeName(MtlsMode mode);
+
+}  // namespace bulkhead::policy
