@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -13,7 +14,10 @@
 #include "common/version.h"
 #include "kube/client_impl.h"
 #include "kube/config.h"
+#include "kube/events.h"
 #include "kube/leader_election.h"
+#include "controller/segmentation_controller.h"
+#include "webhooks/metrics_server.h"
 
 namespace bulkhead {
 namespace {
@@ -33,6 +37,10 @@ struct Options {
   std::string leaderElectionId = "bulkhead";
   std::string leaderElectionIdentity;
   std::chrono::milliseconds shutdownTimeout{10'000};
+  std::chrono::milliseconds resyncPeriod{600'000};
+  std::chrono::milliseconds meshDiscoveryInterval{10'000};
+  std::int64_t workers = 4;
+  std::string metricsBindAddress = ":8080";
 };
 
 std::string defaultIdentity() {
@@ -75,19 +83,55 @@ int serve(const Options& opts) {
                                              {"config", config->source},
                                              {"namespace", ns}});
 
-  auto startControllers = [] { log::info("controllers started"); };
-  auto stopControllers = [] { log::info("controllers stopped"); };
+  std::string identity =
+      opts.leaderElectionIdentity.empty() ? defaultIdentity() : opts.leaderElectionIdentity;
+  auto events = std::make_shared<kube::EventRecorder>(*client, clock, "bulkhead", identity);
+  controller::ControllerOptions copts;
+  copts.installNamespace = ns;
+  copts.resyncPeriod = opts.resyncPeriod;
+  copts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
+  copts.namespaceWorkers = static_cast<int>(opts.workers);
+
+  auto metricsServer = webhooks::MetricsServer::start(opts.metricsBindAddress, [] { return true; });
+  if (!metricsServer.ok()) {
+    log::error("cannot start the metrics server", {{"error", metricsServer.status().toString()}});
+    return 1;
+  }
+  log::info("serving metrics", {{"address", opts.metricsBindAddress},
+                                {"port", (*metricsServer)->port()}});
+
+  // The controller runs only while leading; start() blocks until its caches sync, so it runs on
+  // a thread of its own.
+  std::mutex controllerMu;
+  std::unique_ptr<controller::SegmentationController> segmentation;
+  std::thread controllerThread;
+  auto startControllers = [&] {
+    std::lock_guard lock(controllerMu);
+    segmentation = std::make_unique<controller::SegmentationController>(*client, clock, events,
+                                                                         copts);
+    controllerThread = std::thread([c = segmentation.get()] { c->start(); });
+  };
+  auto stopControllers = [&] {
+    std::lock_guard lock(controllerMu);
+    if (segmentation) {
+      segmentation->stop();
+      controllerThread.join();
+      segmentation.reset();
+      log::info("controllers stopped");
+    }
+  };
 
   if (!opts.leaderElect) {
     startControllers();
     Shutdown::wait();
     stopControllers();
+    events->stop();
     return 0;
   }
   kube::LeaderElectionConfig le;
   le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
   le.leaseName = opts.leaderElectionId;
-  le.identity = opts.leaderElectionIdentity.empty() ? defaultIdentity() : opts.leaderElectionIdentity;
+  le.identity = identity;
   kube::LeaderElector elector(*client, clock, le);
   bool lost = false;
   std::thread electing([&] {
@@ -102,6 +146,7 @@ int serve(const Options& opts) {
   Shutdown::wait();
   elector.stop();
   electing.join();
+  events->stop();
   return lost ? 1 : 0;
 }
 
@@ -133,6 +178,13 @@ int run(int argc, char** argv) {
                   "this replica's identity in the Lease (default: hostname_random)");
   flags.addDuration("shutdown-timeout", &opts.shutdownTimeout,
                     "how long in-flight work may take after SIGTERM");
+  flags.addDuration("resync-period", &opts.resyncPeriod,
+                    "how often every namespace is reconciled even without events");
+  flags.addDuration("mesh-discovery-interval", &opts.meshDiscoveryInterval,
+                    "how often to check whether Istio's security API is served");
+  flags.addInt("workers", &opts.workers, "concurrent namespace reconciles");
+  flags.addString("metrics-bind-address", &opts.metricsBindAddress,
+                  "host:port of /metrics, /healthz and /readyz (plain HTTP)");
 
   auto positional = flags.parse(argc, argv);
   if (!positional.ok()) {

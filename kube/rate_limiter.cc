@@ -20,7 +20,7 @@ std::chrono::nanoseconds intervalFor(double qps, int burst) {
 }
 
 MonoTime saturatingAdd(MonoTime t, std::chrono::nanoseconds d) {
-  if (d > MonoTime::max() - t) {
+  if (d > std::chrono::nanoseconds(0) && t > MonoTime::max() - d) {
     return MonoTime::max();
   }
   return t + d;

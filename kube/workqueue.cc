@@ -9,7 +9,7 @@ namespace {
 constexpr MonoTime kNever = MonoTime::max();
 
 MonoTime saturatingAdd(MonoTime t, std::chrono::nanoseconds d) {
-  if (d > kNever - t) {
+  if (d > std::chrono::nanoseconds(0) && t > kNever - d) {
     return kNever;
   }
   return t + d;

@@ -416,7 +416,8 @@ pid_t startBulkhead(const std::string& identity, const std::string& logFile) {
     dup2(fd, 1);
     std::string kc = ControlPlane::get().kubeconfig();
     execl(BULKHEAD_BINARY, "bulkhead", "--kubeconfig", kc.c_str(), "--leader-elect",
-          "--namespace", "leader", "--leader-election-identity", identity.c_str(), nullptr);
+          "--namespace", "leader", "--leader-election-identity", identity.c_str(),
+          "--metrics-bind-address", "127.0.0.1:0", nullptr);
     _exit(127);
   }
   return pid;

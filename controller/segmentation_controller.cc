@@ -1,0 +1,806 @@
+#include "controller/segmentation_controller.h"
+
+#include <ctime>
+#include <set>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "kube/rate_limiter.h"
+
+namespace bulkhead::controller {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr const char* kNamespaceController = "namespace";
+constexpr const char* kPolicyController = "segmentationpolicy";
+
+metrics::Registry& registry() { return metrics::defaultRegistry(); }
+
+metrics::Counter& reconcileTotal(const char* controller, const char* result) {
+  return registry()
+      .counter("bulkhead_reconcile_total", "Reconciles by controller and result.",
+               {"controller", "result"})
+      .labels({controller, result});
+}
+
+metrics::Histogram& reconcileDuration(const char* controller) {
+  return registry()
+      .histogram("bulkhead_reconcile_duration_seconds", "Time spent in one reconcile.",
+                 {"controller"})
+      .labels({controller});
+}
+
+metrics::Counter& driftRepairs(const std::string& kind) {
+  return registry()
+      .counter("bulkhead_drift_repairs_total",
+               "Generated objects restored after they were deleted or edited.", {"kind"})
+      .labels({kind});
+}
+
+metrics::Counter& apiWrites(const std::string& kind, const char* verb) {
+  return registry()
+      .counter("bulkhead_api_writes_total", "Writes of generated objects to the API server.",
+               {"kind", "verb"})
+      .labels({kind, verb});
+}
+
+metrics::Gauge& generatedObjects(const std::string& kind) {
+  return registry()
+      .gauge("bulkhead_generated_objects", "Generated objects present, by kind.", {"kind"})
+      .labels({kind});
+}
+
+metrics::Gauge& namespacesGauge(const char* state) {
+  return registry()
+      .gauge("bulkhead_namespaces", "Namespaces by segmentation state.", {"state"})
+      .labels({state});
+}
+
+std::string rfc3339(WallTime t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string nameOf(const json& o) { return o["metadata"].value("name", ""); }
+std::string namespaceOf(const json& o) { return o["metadata"].value("namespace", ""); }
+
+policy::NamespaceFacts namespaceFacts(const json& ns) {
+  return {nameOf(ns), policy::labelsOf(ns)};
+}
+
+bool terminating(const json& o) {
+  return o["metadata"].contains("deletionTimestamp") && !o["metadata"]["deletionTimestamp"].is_null();
+}
+
+kube::InformerOptions informerOptions(const kube::ResourceType& type, std::string labelSelector,
+                                      std::string ns = "") {
+  kube::InformerOptions o;
+  o.type = type;
+  o.ns = std::move(ns);
+  o.labelSelector = std::move(labelSelector);
+  return o;
+}
+
+// A condition in metav1.Condition shape; keeps lastTransitionTime when the status is unchanged.
+json condition(const json& previous, const std::string& type, bool status,
+               const std::string& reason, const std::string& message, int64_t generation,
+               WallTime now) {
+  std::string s = status ? "True" : "False";
+  std::string since = rfc3339(now);
+  for (const auto& c : previous) {
+    if (c.value("type", "") == type && c.value("status", "") == s) {
+      since = c.value("lastTransitionTime", since);
+    }
+  }
+  return {{"type", type},
+          {"status", s},
+          {"reason", reason},
+          {"message", message},
+          {"lastTransitionTime", since},
+          {"observedGeneration", generation}};
+}
+
+}  // namespace
+
+SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr clock,
+                                               std::shared_ptr<kube::EventRecorder> events,
+                                               ControllerOptions options)
+    : client_(std::move(client)),
+      clock_(std::move(clock)),
+      events_(std::move(events)),
+      options_(std::move(options)),
+      namespaceQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
+      policyQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
+  std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
+  namespaces_ = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(kube::resources::kNamespaces, ""));
+  policies_ = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(resources::kSegmentationPolicies, ""));
+  networkPolicies_ = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(kube::resources::kNetworkPolicies, managed));
+  endpointSlices_ = std::make_unique<kube::Informer>(
+      client_, clock_,
+      informerOptions(kube::resources::kEndpointSlices, "kubernetes.io/service-name=kubernetes",
+                      "default"));
+
+  namespaces_->addEventHandlers(
+      {[this](const json& o) {
+         namespaceQueue_.add(nameOf(o));
+         enqueueAllPolicies(milliseconds(200));
+       },
+       [this](const json& old, const json& o) {
+         if (policy::labelsOf(old) != policy::labelsOf(o) || terminating(old) != terminating(o)) {
+           namespaceQueue_.add(nameOf(o));
+           enqueueAllPolicies(milliseconds(200));
+         }
+       },
+       [this](const json& o) {
+         {
+           std::lock_guard lock(mu_);
+           namespaceStates_.erase(nameOf(o));
+         }
+         enqueueAllPolicies(milliseconds(200));
+       }});
+  auto onPolicy = [this](const json& o) {
+    rebuildPolicies();
+    policyQueue_.add(nameOf(o));
+    enqueueAllNamespaces();
+  };
+  policies_->addEventHandlers(
+      {onPolicy, [onPolicy](const json&, const json& o) { onPolicy(o); }, onPolicy});
+  auto onManaged = [this](const json& o) { onManagedObjectEvent(o); };
+  networkPolicies_->addEventHandlers(
+      {onManaged, [onManaged](const json&, const json& o) { onManaged(o); }, onManaged});
+  auto onSlices = [this](const json&) { recomputeApiEndpoints(); };
+  endpointSlices_->addEventHandlers(
+      {onSlices, [onSlices](const json&, const json& o) { onSlices(o); }, onSlices});
+}
+
+SegmentationController::~SegmentationController() { stop(); }
+
+void SegmentationController::onManagedObjectEvent(const json& object) {
+  std::string ns = namespaceOf(object);
+  {
+    // Until the next reconcile has checked it, the namespace is not known to be segmented.
+    std::lock_guard lock(mu_);
+    auto it = namespaceStates_.find(ns);
+    if (it != namespaceStates_.end()) {
+      it->second.converged = false;
+    }
+  }
+  namespaceQueue_.add(ns);
+  enqueueAllPolicies(milliseconds(200));
+}
+
+void SegmentationController::rebuildPolicies() {
+  std::vector<policy::SegmentationPolicy> decoded;
+  std::map<std::string, std::string> invalid;
+  for (const auto& o : policies_->store().list()) {
+    auto p = policy::decodeSegmentationPolicy(*o);
+    if (p.ok()) {
+      decoded.push_back(std::move(*p));
+    } else {
+      invalid[nameOf(*o)] = p.status().message();
+    }
+  }
+  std::sort(decoded.begin(), decoded.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::lock_guard lock(mu_);
+  decodedPolicies_ = std::move(decoded);
+  invalidPolicies_ = std::move(invalid);
+}
+
+void SegmentationController::recomputeApiEndpoints() {
+  std::vector<json> slices;
+  for (const auto& s : endpointSlices_->store().list()) {
+    slices.push_back(*s);
+  }
+  auto endpoints = policy::apiEndpointsFromSlices(slices);
+  {
+    std::lock_guard lock(mu_);
+    if (endpoints == apiEndpoints_) {
+      return;
+    }
+    apiEndpoints_ = std::move(endpoints);
+    ++factsVersion_;
+  }
+  enqueueAllNamespaces();
+}
+
+std::vector<policy::SegmentationPolicy> SegmentationController::policies() const {
+  std::lock_guard lock(mu_);
+  return decodedPolicies_;
+}
+
+policy::ClusterFacts SegmentationController::facts() const {
+  std::lock_guard lock(mu_);
+  return {options_.installNamespace, meshAvailable_, apiEndpoints_};
+}
+
+void SegmentationController::enqueueAllNamespaces() {
+  for (const auto& key : namespaces_->store().keys()) {
+    namespaceQueue_.add(key);
+  }
+}
+
+void SegmentationController::enqueueAllPolicies(milliseconds delay) {
+  for (const auto& key : policies_->store().keys()) {
+    policyQueue_.addAfter(key, delay);
+  }
+}
+
+bool SegmentationController::sleepFor(milliseconds d) {
+  std::unique_lock lock(mu_);
+  auto deadline = clock_->monotonicNow() + d;
+  while (!stopping_ && clock_->monotonicNow() < deadline) {
+    clock_->waitUntil(lock, cv_, deadline);
+  }
+  return !stopping_;
+}
+
+void SegmentationController::start() {
+  namespaces_->start();
+  policies_->start();
+  networkPolicies_->start();
+  endpointSlices_->start();
+  // Mesh discovery first, so that the first reconciles already know whether Istio is there.
+  auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
+  if (served.ok() && *served) {
+    startIstioInformers();
+  }
+  // Reconciling against a partial cache would delete objects that are merely not listed yet:
+  // no worker starts before every informer has synced.
+  auto lastLog = clock_->monotonicNow();
+  while (!stopping_) {
+    bool synced = namespaces_->hasSynced() && policies_->hasSynced() &&
+                  networkPolicies_->hasSynced() && endpointSlices_->hasSynced();
+    {
+      std::lock_guard lock(mu_);
+      if (peerAuthentications_) {
+        synced = synced && peerAuthentications_->hasSynced() &&
+                 authorizationPolicies_->hasSynced();
+      }
+    }
+    if (synced) {
+      break;
+    }
+    if (clock_->monotonicNow() - lastLog > std::chrono::seconds(10)) {
+      lastLog = clock_->monotonicNow();
+      log::warn("waiting for caches to sync",
+                {{"namespaces", namespaces_->hasSynced()},
+                 {"segmentationpolicies", policies_->hasSynced()},
+                 {"networkpolicies", networkPolicies_->hasSynced()},
+                 {"endpointslices", endpointSlices_->hasSynced()}});
+    }
+    sleepFor(milliseconds(20));
+  }
+  if (stopping_) {
+    return;
+  }
+  rebuildPolicies();
+  recomputeApiEndpoints();
+  enqueueAllNamespaces();
+  enqueueAllPolicies(milliseconds(0));
+  running_ = true;
+  for (int i = 0; i < options_.namespaceWorkers; ++i) {
+    threads_.emplace_back([this] { namespaceWorker(); });
+  }
+  threads_.emplace_back([this] { policyWorker(); });
+  threads_.emplace_back([this] { meshDiscoveryLoop(); });
+  threads_.emplace_back([this] { resyncLoop(); });
+  log::info("segmentation controller started",
+            {{"namespaces", static_cast<int64_t>(namespaces_->store().size())},
+             {"policies", static_cast<int64_t>(policies_->store().size())},
+             {"workers", options_.namespaceWorkers}});
+}
+
+void SegmentationController::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  // In-flight reconciles finish; queued keys are abandoned (the next leader relists anyway).
+  namespaceQueue_.shutDown();
+  policyQueue_.shutDown();
+  for (auto& t : threads_) {
+    t.join();
+  }
+  threads_.clear();
+  namespaces_->stop();
+  policies_->stop();
+  networkPolicies_->stop();
+  endpointSlices_->stop();
+  stopIstioInformers();
+  running_ = false;
+}
+
+void SegmentationController::startIstioInformers() {
+  std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
+  auto pa = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(resources::kPeerAuthentications, managed));
+  auto ap = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(resources::kAuthorizationPolicies, managed));
+  auto onManaged = [this](const json& o) { onManagedObjectEvent(o); };
+  for (auto* inf : {pa.get(), ap.get()}) {
+    inf->addEventHandlers(
+        {onManaged, [onManaged](const json&, const json& o) { onManaged(o); }, onManaged});
+    inf->start();
+  }
+  std::lock_guard lock(mu_);
+  peerAuthentications_ = std::move(pa);
+  authorizationPolicies_ = std::move(ap);
+}
+
+void SegmentationController::stopIstioInformers() {
+  std::unique_ptr<kube::Informer> pa, ap;
+  {
+    std::lock_guard lock(mu_);
+    pa = std::move(peerAuthentications_);
+    ap = std::move(authorizationPolicies_);
+  }
+  if (pa) {
+    pa->stop();
+  }
+  if (ap) {
+    ap->stop();
+  }
+}
+
+void SegmentationController::meshDiscoveryLoop() {
+  bool first = true;
+  while (first || sleepFor(options_.meshDiscoveryInterval)) {
+    first = false;
+    auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
+    if (!served.ok()) {
+      log::warn("Istio discovery failed", {{"error", served.status().toString()}});
+      continue;
+    }
+    bool available;
+    bool haveInformers;
+    {
+      std::lock_guard lock(mu_);
+      available = meshAvailable_;
+      haveInformers = peerAuthentications_ != nullptr;
+    }
+    if (*served && !haveInformers) {
+      startIstioInformers();
+    }
+    if (*served && !available) {
+      // Only once the new caches are synced, so that reconciles see the existing objects.
+      bool synced = false;
+      {
+        std::lock_guard lock(mu_);
+        synced = peerAuthentications_->hasSynced() && authorizationPolicies_->hasSynced();
+      }
+      if (!synced) {
+        sleepFor(milliseconds(100));
+        first = true;  // check again soon
+        continue;
+      }
+      log::info("Istio security API is served; managing PeerAuthentications");
+      {
+        std::lock_guard lock(mu_);
+        meshAvailable_ = true;
+        ++factsVersion_;
+      }
+      enqueueAllNamespaces();
+      enqueueAllPolicies(milliseconds(0));
+    } else if (!*served && (available || haveInformers)) {
+      log::warn("Istio security API is no longer served");
+      stopIstioInformers();
+      {
+        std::lock_guard lock(mu_);
+        meshAvailable_ = false;
+        ++factsVersion_;
+      }
+      enqueueAllNamespaces();
+      enqueueAllPolicies(milliseconds(0));
+    }
+  }
+}
+
+void SegmentationController::resyncLoop() {
+  while (sleepFor(options_.resyncPeriod)) {
+    log::debug("periodic resync");
+    enqueueAllNamespaces();
+    enqueueAllPolicies(milliseconds(0));
+  }
+}
+
+void SegmentationController::namespaceWorker() {
+  while (auto key = namespaceQueue_.get()) {
+    auto start = clock_->monotonicNow();
+    Status s = reconcileNamespace(*key);
+    reconcileDuration(kNamespaceController)
+        .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
+    if (s.ok()) {
+      reconcileTotal(kNamespaceController, "success").inc();
+      namespaceQueue_.forget(*key);
+    } else {
+      reconcileTotal(kNamespaceController, "error").inc();
+      log::warn("reconciling namespace failed", {{"namespace", *key}, {"error", s.toString()}});
+      {
+        std::lock_guard lock(mu_);
+        auto& state = namespaceStates_[*key];
+        state.converged = false;
+        state.error = s.toString();
+      }
+      enqueueAllPolicies(milliseconds(200));
+      namespaceQueue_.addRateLimited(*key);
+    }
+    namespaceQueue_.done(*key);
+  }
+}
+
+void SegmentationController::policyWorker() {
+  while (auto key = policyQueue_.get()) {
+    auto start = clock_->monotonicNow();
+    Status s = reconcilePolicy(*key);
+    reconcileDuration(kPolicyController)
+        .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
+    if (s.ok()) {
+      reconcileTotal(kPolicyController, "success").inc();
+      policyQueue_.forget(*key);
+    } else {
+      reconcileTotal(kPolicyController, "error").inc();
+      log::warn("reconciling SegmentationPolicy failed", {{"policy", *key}, {"error", s.toString()}});
+      policyQueue_.addRateLimited(*key);
+    }
+    policyQueue_.done(*key);
+  }
+}
+
+std::vector<json> SegmentationController::managedObjects(const std::string& ns) const {
+  std::vector<json> out;
+  for (const auto& o : networkPolicies_->store().byNamespace(ns)) {
+    out.push_back(*o);
+  }
+  std::lock_guard lock(mu_);
+  for (const auto* inf : {peerAuthentications_.get(), authorizationPolicies_.get()}) {
+    if (inf != nullptr) {
+      for (const auto& o : inf->store().byNamespace(ns)) {
+        out.push_back(*o);
+      }
+    }
+  }
+  return out;
+}
+
+const kube::ResourceType& SegmentationController::typeOf(const json& object) const {
+  std::string kind = object.value("kind", "");
+  if (kind == "PeerAuthentication") {
+    return resources::kPeerAuthentications;
+  }
+  if (kind == "AuthorizationPolicy") {
+    return resources::kAuthorizationPolicies;
+  }
+  return kube::resources::kNetworkPolicies;
+}
+
+Status SegmentationController::reconcileNamespace(const std::string& nsName) {
+  kube::ObjectPtr ns = namespaces_->store().get(nsName);
+  if (ns == nullptr || terminating(*ns)) {
+    return okStatus();  // its objects go with it
+  }
+  auto all = policies();
+  auto clusterFacts = facts();
+  const policy::SegmentationPolicy* governing =
+      policy::governingPolicy(all, namespaceFacts(*ns), options_.installNamespace);
+  std::vector<json> desired;
+  if (governing != nullptr) {
+    desired = policy::desiredObjects(*governing, nsName, clusterFacts);
+  }
+  std::vector<json> current = managedObjects(nsName);
+  auto find = [&](const json& want) -> const json* {
+    for (const auto& c : current) {
+      if (c.value("kind", "") == want.value("kind", "") && nameOf(c) == nameOf(want)) {
+        return &c;
+      }
+    }
+    return nullptr;
+  };
+
+  NamespaceState before;
+  uint64_t factsVersion;
+  {
+    std::lock_guard lock(mu_);
+    before = namespaceStates_[nsName];
+    factsVersion = factsVersion_;
+  }
+  bool wasSegmented = governing != nullptr && before.policy == governing->name &&
+                      !before.policy.empty();
+  // Events about a namespace are kept in that namespace, where `kubectl get events -n` shows them.
+  kube::ObjectReference nsRef{"v1", "Namespace", nsName, nsName,
+                              (*ns)["metadata"].value("uid", "")};
+  int writes = 0;
+  for (const auto& want : desired) {
+    const json* have = find(want);
+    if (have != nullptr && policy::matchesDesired(*have, want)) {
+      continue;
+    }
+    std::string kind = want["kind"];
+    StatusOr<json> written = json();
+    if (have == nullptr) {
+      written = client_->apply(typeOf(want), want, options_.fieldManager, true, "");
+      apiWrites(kind, "apply").inc();
+    } else {
+      // Apply cannot take away fields that another manager added (an allow-all rule, say):
+      // drift is reverted by replacing the spec, guarded by the cached resourceVersion.
+      json replacement = *have;
+      replacement["spec"] = want["spec"];
+      for (const auto& [k, v] : want["metadata"]["labels"].items()) {
+        replacement["metadata"]["labels"][k] = v;
+      }
+      written = client_->update(typeOf(want), replacement);
+      apiWrites(kind, "update").inc();
+    }
+    if (!written.ok()) {
+      return written.status().withContext("writing " + kind + " " + nsName + "/" + nameOf(want));
+    }
+    ++writes;
+    if (have != nullptr || wasSegmented) {
+      driftRepairs(kind).inc();
+      events_->record(nsRef, kube::EventRecorder::Type::kWarning, "Repaired",
+                      "restored " + kind + " " + nameOf(want) + (have ? " (it had been edited)"
+                                                                      : " (it had been deleted)"));
+    }
+  }
+  int removed = 0;
+  for (const auto& have : current) {
+    bool wanted = false;
+    for (const auto& want : desired) {
+      wanted |= want.value("kind", "") == have.value("kind", "") && nameOf(want) == nameOf(have);
+    }
+    if (wanted) {
+      continue;
+    }
+    kube::DeleteOptions opts;
+    opts.preconditionUid = have["metadata"].value("uid", "");
+    Status s = client_->remove(typeOf(have), nsName, nameOf(have), opts);
+    apiWrites(have.value("kind", ""), "delete").inc();
+    if (!s.ok() && s.code() != StatusCode::kNotFound) {
+      return s.withContext("deleting " + have.value("kind", "") + " " + nsName + "/" +
+                           nameOf(have));
+    }
+    ++removed;
+  }
+
+  NamespaceState after;
+  after.policy = governing ? governing->name : "";
+  after.generation = governing ? governing->generation : 0;
+  after.factsVersion = factsVersion;
+  after.converged = true;
+  {
+    std::lock_guard lock(mu_);
+    namespaceStates_[nsName] = after;
+  }
+  if (governing != nullptr && !wasSegmented) {
+    events_->record(nsRef, kube::EventRecorder::Type::kNormal, "Segmented",
+                    "segmented by SegmentationPolicy \"" + governing->name + "\" (" +
+                        std::to_string(desired.size()) + " objects)");
+  } else if (governing == nullptr && removed > 0) {
+    events_->record(nsRef, kube::EventRecorder::Type::kNormal, "Unsegmented",
+                    "removed " + std::to_string(removed) +
+                        " generated objects: no SegmentationPolicy selects this namespace");
+  }
+  if (writes + removed > 0 || before.policy != after.policy || !before.converged) {
+    enqueueAllPolicies(milliseconds(200));
+  }
+  return okStatus();
+}
+
+Status SegmentationController::reconcilePolicy(const std::string& name) {
+  kube::ObjectPtr object = policies_->store().get(name);
+  if (object == nullptr) {
+    return okStatus();
+  }
+  auto decoded = policy::decodeSegmentationPolicy(*object);
+  if (!decoded.ok()) {
+    policy::SegmentationPolicy shell;
+    shell.name = name;
+    shell.generation = (*object)["metadata"].value("generation", int64_t{0});
+    return updateStatus(shell, *object, decoded.status().message());
+  }
+  const policy::SegmentationPolicy& p = *decoded;
+  if (p.deleting) {
+    return cleanUpDeletedPolicy(p, *object);
+  }
+  if (!p.hasFinalizer) {
+    json finalizers = (*object)["metadata"].value("finalizers", json::array());
+    finalizers.push_back(policy::kFinalizer);
+    json patch = {{"metadata",
+                   {{"finalizers", finalizers},
+                    {"resourceVersion", (*object)["metadata"]["resourceVersion"]}}}};
+    auto patched =
+        client_->mergePatch(resources::kSegmentationPolicies, "", name, patch, "");
+    if (!patched.ok()) {
+      return patched.status().withContext("adding the finalizer");
+    }
+  }
+  return updateStatus(p, *object, "");
+}
+
+Status SegmentationController::cleanUpDeletedPolicy(const policy::SegmentationPolicy& p,
+                                                    const json& object) {
+  // Every namespace still holding this policy's objects is reconciled (the policy no longer
+  // selects anything, so they are removed or handed to another policy); the finalizer goes once
+  // none is left in the caches.
+  size_t remaining = 0;
+  std::set<std::string> namespaces;
+  std::vector<kube::Informer*> informers = {networkPolicies_.get()};
+  {
+    std::lock_guard lock(mu_);
+    if (peerAuthentications_) {
+      informers.push_back(peerAuthentications_.get());
+      informers.push_back(authorizationPolicies_.get());
+    }
+  }
+  for (auto* inf : informers) {
+    for (const auto& o : inf->store().list()) {
+      if (policy::labelsOf(*o)[policy::kPolicyLabel] == p.name) {
+        ++remaining;
+        namespaces.insert(namespaceOf(*o));
+      }
+    }
+  }
+  if (remaining > 0) {
+    for (const auto& ns : namespaces) {
+      namespaceQueue_.add(ns);
+    }
+    policyQueue_.addAfter(p.name, milliseconds(500));
+    return okStatus();
+  }
+  if (!p.hasFinalizer) {
+    return okStatus();
+  }
+  json finalizers = json::array();
+  for (const auto& f : object["metadata"].value("finalizers", json::array())) {
+    if (f != policy::kFinalizer) {
+      finalizers.push_back(f);
+    }
+  }
+  json patch = {{"metadata",
+                 {{"finalizers", finalizers},
+                  {"resourceVersion", object["metadata"]["resourceVersion"]}}}};
+  auto patched = client_->mergePatch(resources::kSegmentationPolicies, "", p.name, patch, "");
+  if (!patched.ok() && patched.status().code() != StatusCode::kNotFound) {
+    return patched.status().withContext("removing the finalizer");
+  }
+  log::info("SegmentationPolicy deleted; its generated objects are gone", {{"policy", p.name}});
+  return okStatus();
+}
+
+Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
+                                            const json& object, const std::string& invalidSpec) {
+  auto all = policies();
+  int64_t selected = 0, governed = 0, segmented = 0;
+  std::vector<std::string> conflicting;
+  std::string firstError;
+  int64_t totalSelected = 0, totalSegmented = 0;
+  bool mesh;
+  {
+    std::lock_guard lock(mu_);
+    mesh = meshAvailable_;
+  }
+  for (const auto& nsObj : namespaces_->store().list()) {
+    auto facts = namespaceFacts(*nsObj);
+    const auto* gov = policy::governingPolicy(all, facts, options_.installNamespace);
+    NamespaceState state;
+    uint64_t factsVersion;
+    {
+      std::lock_guard lock(mu_);
+      auto it = namespaceStates_.find(facts.name);
+      if (it != namespaceStates_.end()) {
+        state = it->second;
+      }
+      factsVersion = factsVersion_;
+    }
+    bool isSegmented = gov != nullptr && state.converged && state.policy == gov->name &&
+                       state.generation == gov->generation && state.factsVersion == factsVersion;
+    if (gov != nullptr) {
+      ++totalSelected;
+      totalSegmented += isSegmented ? 1 : 0;
+    }
+    if (!invalidSpec.empty() || !policy::selects(p, facts, options_.installNamespace)) {
+      continue;
+    }
+    ++selected;
+    if (gov == nullptr || gov->name != p.name) {
+      conflicting.push_back(facts.name + " (by " + (gov ? gov->name : "?") + ")");
+      continue;
+    }
+    ++governed;
+    if (isSegmented) {
+      ++segmented;
+    } else if (!state.error.empty() && firstError.empty()) {
+      firstError = facts.name + ": " + state.error;
+    }
+  }
+  namespacesGauge("selected").set(static_cast<double>(totalSelected));
+  namespacesGauge("segmented").set(static_cast<double>(totalSegmented));
+  namespacesGauge("unsegmented").set(static_cast<double>(totalSelected - totalSegmented));
+  generatedObjects("NetworkPolicy").set(static_cast<double>(networkPolicies_->store().size()));
+  {
+    std::lock_guard lock(mu_);
+    generatedObjects("PeerAuthentication")
+        .set(peerAuthentications_ ? static_cast<double>(peerAuthentications_->store().size()) : 0);
+    generatedObjects("AuthorizationPolicy")
+        .set(authorizationPolicies_ ? static_cast<double>(authorizationPolicies_->store().size())
+                                    : 0);
+  }
+
+  const json& old = object.value("status", json::object());
+  const json oldConditions = old.value("conditions", json::array());
+  WallTime now = clock_->now();
+  json conditions = json::array();
+  if (!invalidSpec.empty()) {
+    conditions.push_back(condition(oldConditions, "Ready", false, "InvalidSpec", invalidSpec,
+                                   p.generation, now));
+  } else if (segmented == governed) {
+    conditions.push_back(condition(oldConditions, "Ready", true, "Segmented",
+                                   std::to_string(segmented) + " of " + std::to_string(governed) +
+                                       " namespaces segmented",
+                                   p.generation, now));
+  } else {
+    std::string msg = std::to_string(segmented) + " of " + std::to_string(governed) +
+                      " namespaces segmented";
+    if (!firstError.empty()) {
+      msg += "; failing: " + firstError;
+    }
+    conditions.push_back(condition(oldConditions, "Ready", false,
+                                   firstError.empty() ? "Progressing" : "ReconcileError", msg,
+                                   p.generation, now));
+  }
+  std::sort(conflicting.begin(), conflicting.end());
+  if (conflicting.empty()) {
+    conditions.push_back(condition(oldConditions, "Conflict", false, "NoConflict",
+                                   "no selected namespace is governed by another policy",
+                                   p.generation, now));
+  } else {
+    std::string msg = "namespaces governed by a policy of higher priority: ";
+    for (size_t i = 0; i < conflicting.size() && i < 20; ++i) {
+      msg += (i ? ", " : "") + conflicting[i];
+    }
+    if (conflicting.size() > 20) {
+      msg += " and " + std::to_string(conflicting.size() - 20) + " more";
+    }
+    conditions.push_back(
+        condition(oldConditions, "Conflict", true, "Overridden", msg, p.generation, now));
+  }
+  conditions.push_back(condition(
+      oldConditions, "MeshAvailable", mesh, mesh ? "IstioServed" : "IstioNotInstalled",
+      mesh ? "security.istio.io/v1 is served"
+           : "security.istio.io/v1 is not served: only NetworkPolicies are written",
+      p.generation, now));
+  json conflictNames = json::array();
+  for (const auto& c : conflicting) {
+    conflictNames.push_back(c.substr(0, c.find(' ')));
+  }
+  json status = {{"observedGeneration", p.generation},
+                 {"selectedNamespaces", selected},
+                 {"segmentedNamespaces", segmented},
+                 {"conflictingNamespaces", conflictNames},
+                 {"meshAvailable", mesh},
+                 {"conditions", conditions}};
+  if (status == old) {
+    return okStatus();
+  }
+  auto patched = client_->mergePatch(resources::kSegmentationPolicies, "", p.name,
+                                     {{"status", status}}, "status");
+  if (!patched.ok() && patched.status().code() != StatusCode::kNotFound) {
+    return patched.status().withContext("updating status");
+  }
+  return okStatus();
+}
+
+}  // namespace bulkhead::controller

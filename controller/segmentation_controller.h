@@ -1,0 +1,122 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "kube/client.h"
+#include "kube/events.h"
+#include "kube/informer.h"
+#include "kube/workqueue.h"
+#include "policy/segmentation.h"
+
+namespace bulkhead::controller {
+
+struct ControllerOptions {
+  std::string installNamespace;
+  std::chrono::milliseconds resyncPeriod{600'000};
+  std::chrono::milliseconds meshDiscoveryInterval{10'000};
+  int namespaceWorkers = 4;
+  std::string fieldManager = "bulkhead";
+};
+
+namespace resources {
+inline const kube::ResourceType kSegmentationPolicies{"bulkhead.dev", "v1alpha1",
+                                                      "segmentationpolicies",
+                                                      "SegmentationPolicy", false};
+inline const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1",
+                                                     "peerauthentications", "PeerAuthentication",
+                                                     true};
+inline const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1",
+                                                       "authorizationpolicies",
+                                                       "AuthorizationPolicy", true};
+}  // namespace resources
+
+// The segmentation controller (SPEC 1.2): a namespace-keyed reconciler that makes each
+// namespace's generated objects equal to what its governing SegmentationPolicy wants (server-side
+// apply for what is missing or drifted, delete for what is no longer wanted), and a policy-keyed
+// reconciler for status, conditions and the cleanup finalizer. Reads come from informers; writes
+// go to the API server. Drift is seen through label-selected informers on the generated kinds,
+// and a periodic resync catches anything missed.
+class SegmentationController {
+ public:
+  SegmentationController(kube::ClientPtr client, ClockPtr clock,
+                         std::shared_ptr<kube::EventRecorder> events, ControllerOptions options);
+  ~SegmentationController();
+
+  // Starts the informers, waits for them to sync (or for stop()), then starts the workers.
+  void start();
+  // Stops taking work, waits for in-flight reconciles, stops the informers. Idempotent.
+  void stop();
+  bool running() const { return running_.load(); }
+
+ private:
+  struct NamespaceState {
+    std::string policy;  // the governing policy when last reconciled ("" = none)
+    int64_t generation = 0;
+    uint64_t factsVersion = 0;
+    bool converged = false;  // every desired object existed and matched after the reconcile
+    std::string error;       // the last reconcile error, if it failed
+  };
+
+  void startIstioInformers();
+  void stopIstioInformers();
+  void meshDiscoveryLoop();
+  void resyncLoop();
+  void namespaceWorker();
+  void policyWorker();
+
+  Status reconcileNamespace(const std::string& ns);
+  Status reconcilePolicy(const std::string& name);
+  Status cleanUpDeletedPolicy(const policy::SegmentationPolicy& p, const nlohmann::json& object);
+  Status updateStatus(const policy::SegmentationPolicy& p, const nlohmann::json& object,
+                      const std::string& invalidSpec);
+
+  std::vector<policy::SegmentationPolicy> policies() const;
+  policy::ClusterFacts facts() const;
+  std::vector<nlohmann::json> managedObjects(const std::string& ns) const;
+  const kube::ResourceType& typeOf(const nlohmann::json& object) const;
+
+  void enqueueAllNamespaces();
+  void enqueueAllPolicies(std::chrono::milliseconds delay);
+  void onManagedObjectEvent(const nlohmann::json& object);
+  void rebuildPolicies();
+  void recomputeApiEndpoints();
+  bool sleepFor(std::chrono::milliseconds d);
+
+  kube::ClientPtr client_;
+  ClockPtr clock_;
+  std::shared_ptr<kube::EventRecorder> events_;
+  ControllerOptions options_;
+
+  std::unique_ptr<kube::Informer> namespaces_;
+  std::unique_ptr<kube::Informer> policies_;
+  std::unique_ptr<kube::Informer> networkPolicies_;
+  std::unique_ptr<kube::Informer> endpointSlices_;
+  std::unique_ptr<kube::Informer> peerAuthentications_;     // while the mesh is available
+  std::unique_ptr<kube::Informer> authorizationPolicies_;  // while the mesh is available
+
+  kube::WorkQueue namespaceQueue_;
+  kube::WorkQueue policyQueue_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex mu_;  // guards everything below, and the Istio informer pointers
+  std::condition_variable cv_;
+  std::vector<policy::SegmentationPolicy> decodedPolicies_;
+  std::map<std::string, std::string> invalidPolicies_;  // name -> decode error
+  bool meshAvailable_ = false;
+  std::vector<policy::ApiEndpoint> apiEndpoints_;
+  uint64_t factsVersion_ = 1;
+  std::map<std::string, NamespaceState> namespaceStates_;
+};
+
+}  // namespace bulkhead::controller

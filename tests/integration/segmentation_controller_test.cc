@@ -1,0 +1,397 @@
+// The segmentation controller, run as the real `bulkhead` binary with the chart's ServiceAccount
+// and RBAC, against a real kube-apiserver with Bulkhead's and Istio's real CRDs.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/clock.h"
+#include "kube/client_impl.h"
+#include "kube/config.h"
+#include "policy/segmentation.h"
+#include "tests/support/control_plane.h"
+
+namespace bulkhead {
+namespace {
+
+using testing::ControlPlane;
+using kube::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Steady = std::chrono::steady_clock;
+
+const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
+                                   "SegmentationPolicy", false};
+const kube::ResourceType kPeerAuths{"security.istio.io", "v1", "peerauthentications",
+                                    "PeerAuthentication", true};
+constexpr const char* kManaged = "app.kubernetes.io/managed-by=bulkhead";
+
+std::shared_ptr<kube::Client> admin() {
+  static std::shared_ptr<kube::Client> client = [] {
+    kube::LoadOptions load;
+    load.kubeconfigFlag = ControlPlane::get().kubeconfig();
+    auto config = kube::loadRestConfig(load);
+    REQUIRE(config.ok());
+    config->qps = 0;
+    auto c = kube::ClientImpl::create(*config, std::make_shared<RealClock>());
+    REQUIRE(c.ok());
+    return std::shared_ptr<kube::Client>(*c);
+  }();
+  return client;
+}
+
+bool eventually(seconds timeout, const std::function<bool()>& condition) {
+  auto deadline = Steady::now() + timeout;
+  while (Steady::now() < deadline) {
+    if (condition()) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  return condition();
+}
+
+void run(const std::string& script, const std::string& input = "") {
+  auto r = ControlPlane::get().shell(script, input);
+  REQUIRE_MESSAGE(r.exitCode == 0, script << "\n" << r.out << r.err);
+}
+
+// Installs Bulkhead's CRD and the chart's ServiceAccount + RBAC once, and lays out a real token
+// of that ServiceAccount like /var/run/secrets/kubernetes.io/serviceaccount.
+const std::string& serviceAccountDir() {
+  static std::string dir = [] {
+    auto& cp = ControlPlane::get();
+    run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/crds/ >/dev/null && "
+        "kubectl wait --for condition=established --timeout=60s "
+        "crd/segmentationpolicies.bulkhead.dev >/dev/null");
+    run("kubectl create namespace bulkhead-system >/dev/null && "
+        "helm template bulkhead " BULKHEAD_SOURCE_DIR "/charts/bulkhead --namespace bulkhead-system "
+        "--kube-version 1.35.4 --show-only templates/serviceaccount.yaml "
+        "--show-only templates/rbac.yaml "
+        "| kubectl apply -f - >/dev/null");
+    std::string d = cp.dir() + "/controller-sa";
+    run("mkdir -p " + d + " && cp \"$TESTENV_CA\" " + d + "/ca.crt && echo bulkhead-system > " + d +
+        "/namespace && kubectl create token bulkhead -n bulkhead-system --duration 6h > " + d +
+        "/token");
+    return d;
+  }();
+  return dir;
+}
+
+// The `bulkhead` binary as a child process, in-cluster style (service-account token), leader
+// elected. Stopped with SIGTERM when the test ends.
+class ControllerProcess {
+ public:
+  explicit ControllerProcess(const std::string& logName) {
+    auto& cp = ControlPlane::get();
+    std::string saDir = serviceAccountDir();
+    std::string port = cp.url().substr(cp.url().rfind(':') + 1);
+    const char* logDir = std::getenv("BULKHEAD_TEST_LOG_DIR");  // keep logs for debugging
+    std::string log = (logDir ? std::string(logDir) : cp.dir()) + "/" + logName + ".log";
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
+      setenv("KUBERNETES_SERVICE_PORT", port.c_str(), 1);
+      unsetenv("KUBECONFIG");
+      execl(BULKHEAD_BINARY, "bulkhead", "--service-account-dir", saDir.c_str(),
+            "--leader-elect", "--leader-election-identity", "controller-under-test",
+            "--metrics-bind-address", "127.0.0.1:0", "--mesh-discovery-interval", "500ms",
+            "--kube-qps", "200", "--kube-burst", "400", nullptr);
+      _exit(127);
+    }
+  }
+  ~ControllerProcess() { stop(SIGTERM); }
+  void stop(int sig) {
+    if (pid_ > 0) {
+      kill(pid_, sig);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+void createNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
+  json ns = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}};
+  for (const auto& [k, v] : labels) {
+    ns["metadata"]["labels"][k] = v;
+  }
+  auto created = admin()->create(kube::resources::kNamespaces, ns);
+  REQUIRE_MESSAGE(created.ok(), created.status().toString());
+}
+
+json policyObject(const std::string& name, json spec) {
+  return {{"apiVersion", "bulkhead.dev/v1alpha1"},
+          {"kind", "SegmentationPolicy"},
+          {"metadata", {{"name", name}}},
+          {"spec", std::move(spec)}};
+}
+
+// kind/name -> object, of the generated objects in `ns`.
+std::map<std::string, json> generated(const std::string& ns, bool withIstio) {
+  std::map<std::string, json> out;
+  kube::ListOptions opts;
+  opts.labelSelector = kManaged;
+  std::vector<kube::ResourceType> types = {kube::resources::kNetworkPolicies};
+  if (withIstio) {
+    types.push_back(kPeerAuths);
+    types.push_back({"security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy",
+                     true});
+  }
+  for (const auto& t : types) {
+    auto list = admin()->list(t, ns, opts);
+    REQUIRE_MESSAGE(list.ok(), list.status().toString());
+    for (auto& o : list->items) {
+      out[t.kind + "/" + o["metadata"]["name"].get<std::string>()] = o;
+    }
+  }
+  return out;
+}
+
+// Do the generated objects in `ns` equal exactly what the pure core wants for `policyName`?
+bool segmentedExactly(const std::string& ns, const json& policyObj, bool mesh) {
+  auto p = policy::decodeSegmentationPolicy(policyObj);
+  REQUIRE(p.ok());
+  auto want = policy::desiredObjects(*p, ns, {"bulkhead-system", mesh, {}});
+  auto have = generated(ns, mesh);
+  if (have.size() != want.size()) {
+    return false;
+  }
+  for (const auto& w : want) {
+    auto it = have.find(w["kind"].get<std::string>() + "/" + w["metadata"]["name"].get<std::string>());
+    if (it == have.end() || !policy::matchesDesired(it->second, w)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+json status(const std::string& policyName) {
+  auto p = admin()->get(kPolicies, "", policyName);
+  return p.ok() ? p->value("status", json::object()) : json::object();
+}
+
+std::string conditionStatus(const json& st, const std::string& type) {
+  for (const auto& c : st.value("conditions", json::array())) {
+    if (c["type"] == type) {
+      return c["status"];
+    }
+  }
+  return "";
+}
+
+std::string conditionMessage(const json& st, const std::string& type) {
+  for (const auto& c : st.value("conditions", json::array())) {
+    if (c["type"] == type) {
+      return c["message"];
+    }
+  }
+  return "";
+}
+
+TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, unselect, delete") {
+  serviceAccountDir();
+  ControllerProcess controller("controller-main");
+  json zeroTrust = policyObject("zero-trust",
+                                {{"namespaceSelector", {{"matchLabels", {{"zero-trust", "on"}}}}}});
+  REQUIRE(admin()->create(kPolicies, zeroTrust).ok());
+  for (int i = 0; i < 20; ++i) {
+    std::map<std::string, std::string> labels;
+    if (i % 2 == 0) {
+      labels["zero-trust"] = "on";
+    }
+    createNamespace("seg-" + std::to_string(i), labels);
+  }
+  auto selected = [](int i) { return i % 2 == 0; };
+
+  // 1. Without Istio: exactly the NetworkPolicies in the 10 labelled namespaces, nothing else.
+  CHECK(eventually(seconds(30), [&] {
+    for (int i = 0; i < 20; ++i) {
+      std::string ns = "seg-" + std::to_string(i);
+      if (selected(i) ? !segmentedExactly(ns, zeroTrust, false) : !generated(ns, false).empty()) {
+        return false;
+      }
+    }
+    return true;
+  }));
+  CHECK(eventually(seconds(10), [&] {
+    json st = status("zero-trust");
+    return st.value("selectedNamespaces", -1) == 10 && st.value("segmentedNamespaces", -1) == 10 &&
+           conditionStatus(st, "Ready") == "True" &&
+           conditionStatus(st, "MeshAvailable") == "False" &&
+           conditionStatus(st, "Conflict") == "False";
+  }));
+  json st = status("zero-trust");
+  CHECK(conditionMessage(st, "Ready") == "10 of 10 namespaces segmented");
+  CHECK(st["observedGeneration"] == 1);
+  auto finalizers = admin()->get(kPolicies, "", "zero-trust")->at("metadata")["finalizers"];
+  CHECK(finalizers == json::array({"bulkhead.dev/cleanup"}));
+  // Events on the namespace.
+  auto events = admin()->list(kube::resources::kEvents, "seg-0", {});
+  REQUIRE(events.ok());
+  bool segmentedEvent = false;
+  for (const auto& e : events->items) {
+    segmentedEvent |= e["reason"] == "Segmented" &&
+                      e["message"] == "segmented by SegmentationPolicy \"zero-trust\" (3 objects)";
+  }
+  CHECK(segmentedEvent);
+
+  // 2. Istio's CRDs arrive later: PeerAuthentications follow without a restart, and the API
+  // server accepts them against Istio's own schema.
+  run("kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait --for "
+      "condition=established --timeout=60s crd/peerauthentications.security.istio.io >/dev/null");
+  CHECK(eventually(seconds(30), [&] {
+    for (int i = 0; i < 20; i += 2) {
+      if (!segmentedExactly("seg-" + std::to_string(i), zeroTrust, true)) {
+        return false;
+      }
+    }
+    return true;
+  }));
+  CHECK(eventually(seconds(10), [&] {
+    json s = status("zero-trust");
+    return conditionStatus(s, "MeshAvailable") == "True" && s.value("segmentedNamespaces", -1) == 10;
+  }));
+
+  // 3. Drift is repaired; a user's own NetworkPolicy is never touched.
+  json userNp = {{"apiVersion", "networking.k8s.io/v1"},
+                 {"kind", "NetworkPolicy"},
+                 {"metadata", {{"name", "allow-web"}, {"namespace", "seg-0"}}},
+                 {"spec",
+                  {{"podSelector", {{"matchLabels", {{"app", "web"}}}}},
+                   {"ingress", {json::object()}}}}};
+  auto user = admin()->create(kube::resources::kNetworkPolicies, userNp);
+  REQUIRE(user.ok());
+  REQUIRE(admin()->remove(kube::resources::kNetworkPolicies, "seg-0", "bulkhead-default-deny").ok());
+  auto deletedAt = Steady::now();
+  CHECK(eventually(seconds(2), [&] { return segmentedExactly("seg-0", zeroTrust, true); }));
+  MESSAGE("deleted default-deny restored after "
+          << std::chrono::duration<double>(Steady::now() - deletedAt).count() << " s");
+  auto allowAll = admin()->mergePatch(kube::resources::kNetworkPolicies, "seg-2",
+                                      "bulkhead-default-deny",
+                                      {{"spec", {{"ingress", {json::object()}}}}});
+  REQUIRE(allowAll.ok());
+  CHECK(eventually(seconds(5), [&] { return segmentedExactly("seg-2", zeroTrust, true); }));
+  REQUIRE(admin()->mergePatch(kPeerAuths, "seg-4", "bulkhead-mtls",
+                              {{"spec", {{"mtls", {{"mode", "PERMISSIVE"}}}}}}).ok());
+  CHECK(eventually(seconds(5), [&] {
+    auto pa = admin()->get(kPeerAuths, "seg-4", "bulkhead-mtls");
+    return pa.ok() && (*pa)["spec"]["mtls"]["mode"] == "STRICT";
+  }));
+  auto userNow = admin()->get(kube::resources::kNetworkPolicies, "seg-0", "allow-web");
+  REQUIRE(userNow.ok());
+  CHECK((*userNow)["metadata"]["resourceVersion"] == (*user)["metadata"]["resourceVersion"]);
+  bool repairedEvent = false;
+  auto seg0Events = admin()->list(kube::resources::kEvents, "seg-0", {});
+  REQUIRE(seg0Events.ok());
+  for (const auto& e : seg0Events->items) {
+    repairedEvent |= e["reason"] == "Repaired" &&
+                     e["message"] == "restored NetworkPolicy bulkhead-default-deny (it had been "
+                                     "deleted)";
+  }
+  CHECK(repairedEvent);
+
+  // 4. A second policy of higher priority wins where both select; the loser reports Conflict.
+  json critical = policyObject("critical", {{"priority", 10},
+                                            {"namespaceSelector",
+                                             {{"matchLabels", {{"tier", "critical"}}}}},
+                                            {"network", {{"allowSameNamespace", true}}}});
+  REQUIRE(admin()->create(kPolicies, critical).ok());
+  REQUIRE(admin()->mergePatch(kube::resources::kNamespaces, "", "seg-6",
+                              {{"metadata", {{"labels", {{"tier", "critical"}}}}}}).ok());
+  CHECK(eventually(seconds(10), [&] { return segmentedExactly("seg-6", critical, true); }));
+  CHECK(eventually(seconds(10), [&] {
+    json s = status("zero-trust");
+    return conditionStatus(s, "Conflict") == "True" &&
+           s["conflictingNamespaces"] == json::array({"seg-6"}) &&
+           s.value("selectedNamespaces", -1) == 10 && s.value("segmentedNamespaces", -1) == 9;
+  }));
+  CHECK(conditionMessage(status("zero-trust"), "Conflict") ==
+        "namespaces governed by a policy of higher priority: seg-6 (by critical)");
+  CHECK(eventually(seconds(10), [&] {
+    json s = status("critical");
+    return s.value("selectedNamespaces", -1) == 1 && s.value("segmentedNamespaces", -1) == 1 &&
+           conditionStatus(s, "Conflict") == "False" && conditionStatus(s, "Ready") == "True";
+  }));
+
+  // 5. Deleting the winner hands the namespace back; its finalizer goes after its objects.
+  REQUIRE(admin()->remove(kPolicies, "", "critical").ok());
+  CHECK(eventually(seconds(10), [&] {
+    return admin()->get(kPolicies, "", "critical").status().code() == StatusCode::kNotFound;
+  }));
+  CHECK(eventually(seconds(10), [&] { return segmentedExactly("seg-6", zeroTrust, true); }));
+
+  // 6. Removing the label removes the generated objects.
+  REQUIRE(admin()->mergePatch(kube::resources::kNamespaces, "", "seg-8",
+                              {{"metadata", {{"labels", {{"zero-trust", nullptr}}}}}}).ok());
+  CHECK(eventually(seconds(10), [&] { return generated("seg-8", true).empty(); }));
+  CHECK(eventually(seconds(10), [&] {
+    json s = status("zero-trust");
+    return s.value("selectedNamespaces", -1) == 9 && s.value("segmentedNamespaces", -1) == 9 &&
+           conditionStatus(s, "Conflict") == "False";
+  }));
+
+  // 7. Deleting the policy removes all of its objects, then its finalizer.
+  REQUIRE(admin()->remove(kPolicies, "", "zero-trust").ok());
+  CHECK(eventually(seconds(15), [&] {
+    return admin()->get(kPolicies, "", "zero-trust").status().code() == StatusCode::kNotFound;
+  }));
+  for (int i = 0; i < 20; ++i) {
+    CHECK(generated("seg-" + std::to_string(i), true).empty());
+  }
+  CHECK(admin()->get(kube::resources::kNetworkPolicies, "seg-0", "allow-web").ok());
+}
+
+TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, nothing stray") {
+  serviceAccountDir();
+  json policy = policyObject("bulk", {{"namespaceSelector", {{"matchLabels", {{"bulk", "yes"}}}}}});
+  REQUIRE(admin()->create(kPolicies, policy).ok());
+  for (int i = 0; i < 200; ++i) {
+    createNamespace("bulk-" + std::to_string(i), {{"bulk", "yes"}});
+  }
+  bool mesh = *admin()->isServed("security.istio.io", "v1", "peerauthentications");
+  {
+    ControllerProcess first("controller-kill");
+    // Kill it part-way: once some, but not all, namespaces have their objects.
+    CHECK(eventually(seconds(30), [&] { return !generated("bulk-0", mesh).empty() ||
+                                                !generated("bulk-199", mesh).empty(); }));
+    first.stop(SIGKILL);
+  }
+  ControllerProcess second("controller-restart");
+  CHECK(eventually(seconds(60), [&] {
+    json s = status("bulk");
+    return s.value("segmentedNamespaces", -1) == 200 && conditionStatus(s, "Ready") == "True";
+  }));
+  for (int i = 0; i < 200; ++i) {
+    REQUIRE(segmentedExactly("bulk-" + std::to_string(i), policy, mesh));
+  }
+  // Nothing generated anywhere else.
+  kube::ListOptions opts;
+  opts.labelSelector = kManaged;
+  auto all = kube::listAll(*admin(), kube::resources::kNetworkPolicies, "", opts);
+  REQUIRE(all.ok());
+  for (const auto& o : all->items) {
+    CHECK(o["metadata"]["namespace"].get<std::string>().rfind("bulk-", 0) == 0);
+  }
+  CHECK(all->items.size() == 200 * (mesh ? 3u : 2u));
+  REQUIRE(admin()->remove(kPolicies, "", "bulk").ok());
+  CHECK(eventually(seconds(60), [&] {
+    return admin()->get(kPolicies, "", "bulk").status().code() == StatusCode::kNotFound;
+  }));
+}
+
+}  // namespace
+}  // namespace bulkhead
