@@ -15,6 +15,8 @@ using std::chrono::milliseconds;
 
 constexpr const char* kNamespaceController = "namespace";
 constexpr const char* kPolicyController = "segmentationpolicy";
+// Status is recomputed at most this often while namespaces change: it walks every namespace.
+constexpr milliseconds kStatusDelay{1000};
 
 metrics::Registry& registry() { return metrics::defaultRegistry(); }
 
@@ -106,6 +108,16 @@ json condition(const json& previous, const std::string& type, bool status,
           {"observedGeneration", generation}};
 }
 
+// Runs a reconcile; an object from the API server of an unexpected shape (nlohmann throws on a
+// wrong type) fails that reconcile, not the process.
+Status guarded(const std::function<Status()>& reconcile) {
+  try {
+    return reconcile();
+  } catch (const json::exception& e) {
+    return internalError(std::string("malformed object: ") + e.what());
+  }
+}
+
 }  // namespace
 
 SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr clock,
@@ -132,12 +144,12 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
   namespaces_->addEventHandlers(
       {[this](const json& o) {
          namespaceQueue_.add(nameOf(o));
-         enqueueAllPolicies(milliseconds(200));
+         enqueueAllPolicies(kStatusDelay);
        },
        [this](const json& old, const json& o) {
          if (policy::labelsOf(old) != policy::labelsOf(o) || terminating(old) != terminating(o)) {
            namespaceQueue_.add(nameOf(o));
-           enqueueAllPolicies(milliseconds(200));
+           enqueueAllPolicies(kStatusDelay);
          }
        },
        [this](const json& o) {
@@ -145,7 +157,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
            std::lock_guard lock(mu_);
            namespaceStates_.erase(nameOf(o));
          }
-         enqueueAllPolicies(milliseconds(200));
+         enqueueAllPolicies(kStatusDelay);
        }});
   auto onPolicy = [this](const json& o) {
     rebuildPolicies();
@@ -175,7 +187,7 @@ void SegmentationController::onManagedObjectEvent(const json& object) {
     }
   }
   namespaceQueue_.add(ns);
-  enqueueAllPolicies(milliseconds(200));
+  enqueueAllPolicies(kStatusDelay);
 }
 
 void SegmentationController::rebuildPolicies() {
@@ -420,7 +432,7 @@ void SegmentationController::resyncLoop() {
 void SegmentationController::namespaceWorker() {
   while (auto key = namespaceQueue_.get()) {
     auto start = clock_->monotonicNow();
-    Status s = reconcileNamespace(*key);
+    Status s = guarded([&] { return reconcileNamespace(*key); });
     reconcileDuration(kNamespaceController)
         .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
     if (s.ok()) {
@@ -435,7 +447,7 @@ void SegmentationController::namespaceWorker() {
         state.converged = false;
         state.error = s.toString();
       }
-      enqueueAllPolicies(milliseconds(200));
+      enqueueAllPolicies(kStatusDelay);
       namespaceQueue_.addRateLimited(*key);
     }
     namespaceQueue_.done(*key);
@@ -445,7 +457,7 @@ void SegmentationController::namespaceWorker() {
 void SegmentationController::policyWorker() {
   while (auto key = policyQueue_.get()) {
     auto start = clock_->monotonicNow();
-    Status s = reconcilePolicy(*key);
+    Status s = guarded([&] { return reconcilePolicy(*key); });
     reconcileDuration(kPolicyController)
         .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
     if (s.ok()) {
@@ -594,7 +606,7 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
                         " generated objects: no SegmentationPolicy selects this namespace");
   }
   if (writes + removed > 0 || before.policy != after.policy || !before.converged) {
-    enqueueAllPolicies(milliseconds(200));
+    enqueueAllPolicies(kStatusDelay);
   }
   return okStatus();
 }

@@ -8,10 +8,16 @@ Status statusFromApi(int httpCode, std::string_view body) {
   std::string reason;
   std::string message;
   nlohmann::json doc = nlohmann::json::parse(body, nullptr, false);
-  if (!doc.is_discarded() && doc.is_object() && doc.value("kind", "") == "Status") {
-    reason = doc.value("reason", "");
-    message = doc.value("message", "");
-    httpCode = doc.value("code", httpCode);
+  auto str = [&](const char* key) {
+    auto it = doc.find(key);
+    return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (!doc.is_discarded() && doc.is_object() && str("kind") == "Status") {
+    reason = str("reason");
+    message = str("message");
+    if (auto c = doc.find("code"); c != doc.end() && c->is_number_integer()) {
+      httpCode = c->get<int>();
+    }
   }
   if (message.empty()) {
     std::string snippet(body.substr(0, 200));

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kube/cancellation.h"
 #include "kube/resource.h"
 #include "kube/watch.h"
 
@@ -21,6 +22,7 @@ struct ListOptions {
   int64_t limit = 0;  // page size; 0 = no paging
   std::string continueToken;
   std::string resourceVersion;  // "" = most recent (quorum read)
+  CancellationPtr cancel;       // optional: aborts the request
 };
 
 struct ListResult {
@@ -35,6 +37,7 @@ struct WatchOptions {
   std::string resourceVersion;
   bool allowBookmarks = true;
   std::chrono::seconds timeout{300};  // the server ends the stream after this
+  CancellationPtr cancel;             // optional: aborts the request and, later, the stream
 };
 
 struct DeleteOptions {

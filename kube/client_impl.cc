@@ -35,15 +35,19 @@ void addParam(std::string& query, const std::string& key, const std::string& val
   query += key + "=" + encode(value);
 }
 
-std::string objectNamespace(const json& object) {
-  const auto& md = object.value("metadata", json::object());
-  return md.value("namespace", "");
+// A string member of `obj`, "" when absent or not a string (the server's JSON is not trusted).
+std::string stringField(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-std::string objectName(const json& object) {
-  const auto& md = object.value("metadata", json::object());
-  return md.value("name", "");
+std::string metadataField(const json& object, const char* key) {
+  auto md = object.is_object() ? object.find("metadata") : object.end();
+  return md != object.end() && md->is_object() ? stringField(*md, key) : "";
 }
+
+std::string objectNamespace(const json& object) { return metadataField(object, "namespace"); }
+std::string objectName(const json& object) { return metadataField(object, "name"); }
 
 struct Response {
   int code = 0;
@@ -75,9 +79,18 @@ http_client_config makeClientConfig(const RestConfig& config, std::chrono::secon
 class WatchStreamImpl : public WatchStream {
  public:
   WatchStreamImpl(http::http_response response, pplx::cancellation_token_source cts,
-                  std::string what)
-      : response_(std::move(response)), cts_(std::move(cts)), what_(std::move(what)) {}
-  ~WatchStreamImpl() override { cancel(); }
+                  std::string what, CancellationPtr external, int hook)
+      : response_(std::move(response)),
+        cts_(std::move(cts)),
+        what_(std::move(what)),
+        external_(std::move(external)),
+        hook_(hook) {}
+  ~WatchStreamImpl() override {
+    if (external_) {
+      external_->remove(hook_);
+    }
+    cancel();
+  }
 
   StatusOr<std::optional<WatchEvent>> next() override {
     while (lines_.empty()) {
@@ -129,6 +142,8 @@ class WatchStreamImpl : public WatchStream {
   http::http_response response_;
   pplx::cancellation_token_source cts_;
   std::string what_;
+  CancellationPtr external_;  // the caller's, which can also end this stream
+  int hook_;
   LineSplitter splitter_;
   std::deque<std::string> lines_;
   bool eof_ = false;
@@ -165,7 +180,19 @@ class ClientImpl::Impl {
   }
 
   StatusOr<Response> send(const std::string& method, const std::string& pathAndQuery,
-                          const std::string& body, const std::string& contentType) {
+                          const std::string& body, const std::string& contentType,
+                          const CancellationPtr& cancel = nullptr) {
+    pplx::cancellation_token_source cts;
+    int hook = cancel ? cancel->onCancel([cts] { cts.cancel(); }) : 0;
+    struct Unhook {
+      const CancellationPtr& c;
+      int id;
+      ~Unhook() {
+        if (c) {
+          c->remove(id);
+        }
+      }
+    } unhook{cancel, hook};
     bool retriedTransport = false;
     for (int attempt = 0;; ++attempt) {
       limiter_.acquire();
@@ -173,13 +200,16 @@ class ClientImpl::Impl {
       Response out;
       std::chrono::seconds retryAfter{0};
       try {
-        http::http_response res = client_.request(req).get();
+        http::http_response res = client_.request(req, cts.get_token()).get();
         out.code = res.status_code();
         out.body = res.extract_utf8string(true).get();
         if (out.code == 429 && res.headers().has("Retry-After")) {
           retryAfter = std::chrono::seconds(std::atoi(res.headers()["Retry-After"].c_str()));
         }
       } catch (const std::exception& e) {
+        if (cts.get_token().is_canceled()) {
+          return cancelledError(method + " " + pathAndQuery + ": cancelled");
+        }
         // A pooled keep-alive connection the server has since closed fails on first use; one
         // immediate retry on a fresh connection is what every HTTP client does (a duplicate
         // create would come back AlreadyExists, never as a second object).
@@ -198,14 +228,21 @@ class ClientImpl::Impl {
                                                     {"path", pathAndQuery},
                                                     {"retryAfterSeconds", retryAfter.count()},
                                                     {"attempt", attempt + 1}});
-      std::this_thread::sleep_for(retryAfter);
+      auto until = std::chrono::steady_clock::now() + retryAfter;
+      while (std::chrono::steady_clock::now() < until) {
+        if (cts.get_token().is_canceled()) {
+          return cancelledError(method + " " + pathAndQuery + ": cancelled");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
     }
   }
 
   StatusOr<json> call(const std::string& method, const std::string& pathAndQuery,
                       const std::string& body = "",
-                      const std::string& contentType = "application/json") {
-    ASSIGN_OR_RETURN(Response res, send(method, pathAndQuery, body, contentType));
+                      const std::string& contentType = "application/json",
+                      const CancellationPtr& cancel = nullptr) {
+    ASSIGN_OR_RETURN(Response res, send(method, pathAndQuery, body, contentType, cancel));
     if (res.code < 200 || res.code >= 300) {
       return statusFromApi(res.code, res.body);
     }
@@ -231,15 +268,26 @@ class ClientImpl::Impl {
     std::string path = type.path(ns) + query;
     ASSIGN_OR_RETURN(auto req, makeRequest("GET", path, "", ""));
     pplx::cancellation_token_source cts;
+    // The hook lives as long as the stream: cancelling later ends the stream too.
+    int hook = options.cancel ? options.cancel->onCancel([cts] { cts.cancel(); }) : 0;
     try {
       http::http_response res = watchClient_.request(req, cts.get_token()).get();
       if (res.status_code() != 200) {
+        if (options.cancel) {
+          options.cancel->remove(hook);
+        }
         std::string body = res.extract_utf8string(true).get();
         return statusFromApi(res.status_code(), body);
       }
-      return WatchStreamPtr(
-          std::make_unique<WatchStreamImpl>(std::move(res), std::move(cts), "watch " + path));
+      return WatchStreamPtr(std::make_unique<WatchStreamImpl>(
+          std::move(res), std::move(cts), "watch " + path, options.cancel, hook));
     } catch (const std::exception& e) {
+      if (options.cancel) {
+        options.cancel->remove(hook);
+      }
+      if (cts.get_token().is_canceled()) {
+        return cancelledError("watch " + path + ": cancelled");
+      }
       return unavailableError("watch " + path + ": " + e.what());
     }
   }
@@ -298,14 +346,21 @@ StatusOr<ListResult> ClientImpl::list(const ResourceType& type, const std::strin
   addParam(query, "limit", options.limit > 0 ? std::to_string(options.limit) : "");
   addParam(query, "continue", options.continueToken);
   addParam(query, "resourceVersion", options.resourceVersion);
-  ASSIGN_OR_RETURN(json doc, impl_->call("GET", type.path(ns) + query));
+  ASSIGN_OR_RETURN(json doc, impl_->call("GET", type.path(ns) + query, "", "application/json",
+                                          options.cancel));
   ListResult result;
-  const json& md = doc.value("metadata", json::object());
-  result.resourceVersion = md.value("resourceVersion", "");
-  result.continueToken = md.value("continue", "");
+  auto md = doc.is_object() ? doc.find("metadata") : doc.end();
+  if (!doc.is_object() || md == doc.end() || !md->is_object()) {
+    return internalError("list " + type.path(ns) + ": response has no metadata");
+  }
+  result.resourceVersion = stringField(*md, "resourceVersion");
+  result.continueToken = stringField(*md, "continue");
   if (auto items = doc.find("items"); items != doc.end() && items->is_array()) {
     result.items.reserve(items->size());
     for (auto& item : *items) {
+      if (!item.is_object()) {
+        return internalError("list " + type.path(ns) + ": an item is not an object");
+      }
       // Lists omit apiVersion/kind on items; restore them so items look like watched objects.
       item["apiVersion"] = type.apiVersion();
       item["kind"] = type.kind;
@@ -377,8 +432,12 @@ StatusOr<bool> ClientImpl::isServed(const std::string& group, const std::string&
     }
     return doc.status();
   }
-  for (const auto& r : doc->value("resources", json::array())) {
-    if (r.value("name", "") == resource) {
+  auto list = doc->is_object() ? doc->find("resources") : doc->end();
+  if (list == doc->end() || !list->is_array()) {
+    return false;
+  }
+  for (const auto& r : *list) {
+    if (r.is_object() && stringField(r, "name") == resource) {
       return true;
     }
   }

@@ -10,8 +10,12 @@ namespace bulkhead::kube {
 namespace {
 
 std::string resourceVersionOf(const nlohmann::json& o) {
-  auto md = o.find("metadata");
-  return md == o.end() ? "" : md->value("resourceVersion", "");
+  auto md = o.is_object() ? o.find("metadata") : o.end();
+  if (md == o.end() || !md->is_object()) {
+    return "";
+  }
+  auto rv = md->find("resourceVersion");
+  return rv != md->end() && rv->is_string() ? rv->get<std::string>() : "";
 }
 
 }  // namespace
@@ -59,10 +63,9 @@ void Informer::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    if (currentWatch_ != nullptr) {
-      currentWatch_->cancel();
-    }
   }
+  // Ends a blocked list, a watch waiting for headers, and an open stream alike.
+  cancel_->cancel();
   cv_.notify_all();
   if (thread_.joinable()) {
     thread_.join();
@@ -148,13 +151,20 @@ StatusOr<std::string> Informer::listAndReplace() {
   opts.labelSelector = options_.labelSelector;
   opts.fieldSelector = options_.fieldSelector;
   opts.limit = options_.pageSize;
+  opts.cancel = cancel_;
   std::unordered_set<std::string> seen;
   std::string rv;
   // Page by page, so that at most one page of raw JSON is held at a time.
   do {
     ASSIGN_OR_RETURN(ListResult page, client_->list(options_.type, options_.ns, opts));
     for (auto& item : page.items) {
-      seen.insert(objectKey(item));
+      std::string key = objectKey(item);
+      if (key.empty()) {
+        log::warn("list returned an object without a name; skipped",
+                  {{"resource", options_.type.resource}});
+        continue;
+      }
+      seen.insert(key);
       apply(WatchEvent::Type::kAdded, std::move(item));
     }
     rv = page.resourceVersion;
@@ -163,11 +173,11 @@ StatusOr<std::string> Informer::listAndReplace() {
   for (const auto& key : store_.keys()) {
     if (!seen.contains(key)) {
       if (ObjectPtr old = store_.erase(key)) {
-        for (auto& h : handlers_) {
+        notify([&](const EventHandlers& h) {
           if (h.onDelete) {
             h.onDelete(*old);
           }
-        }
+        });
       }
     }
   }
@@ -179,19 +189,31 @@ StatusOr<std::string> Informer::listAndReplace() {
   return rv;
 }
 
+void Informer::notify(const std::function<void(const EventHandlers&)>& call) {
+  for (const auto& h : handlers_) {
+    try {
+      call(h);
+    } catch (const std::exception& e) {
+      // A handler choking on a malformed object must not take the informer down with it.
+      log::error("event handler failed", {{"resource", options_.type.resource},
+                                          {"error", e.what()}});
+    }
+  }
+}
+
 void Informer::apply(WatchEvent::Type type, nlohmann::json&& object) {
   options_.transform(object);
   if (type == WatchEvent::Type::kDeleted) {
     ObjectPtr old = store_.erase(objectKey(object));
-    for (auto& h : handlers_) {
+    notify([&](const EventHandlers& h) {
       if (h.onDelete) {
         h.onDelete(old ? *old : object);
       }
-    }
+    });
     return;
   }
   ObjectPtr old = store_.upsert(object);
-  for (auto& h : handlers_) {
+  notify([&](const EventHandlers& h) {
     if (old) {
       if (h.onUpdate && resourceVersionOf(*old) != resourceVersionOf(object)) {
         h.onUpdate(*old, object);
@@ -199,7 +221,7 @@ void Informer::apply(WatchEvent::Type type, nlohmann::json&& object) {
     } else if (h.onAdd) {
       h.onAdd(object);
     }
-  }
+  });
 }
 
 Status Informer::watchOnce(std::string& rv) {
@@ -208,22 +230,8 @@ Status Informer::watchOnce(std::string& rv) {
   wo.fieldSelector = options_.fieldSelector;
   wo.resourceVersion = rv;
   wo.timeout = options_.watchTimeout;
+  wo.cancel = cancel_;
   ASSIGN_OR_RETURN(WatchStreamPtr stream, client_->watch(options_.type, options_.ns, wo));
-  {
-    std::lock_guard lock(mu_);
-    if (stopping_) {
-      return cancelledError("stopping");
-    }
-    currentWatch_ = stream.get();
-  }
-  struct Unregister {
-    Informer* self;
-    ~Unregister() {
-      std::lock_guard lock(self->mu_);
-      self->currentWatch_ = nullptr;
-    }
-  } unregister{this};
-
   while (true) {
     auto next = stream->next();
     if (!next.ok()) {
@@ -240,6 +248,11 @@ Status Informer::watchOnce(std::string& rv) {
     }
     std::string eventRv = resourceVersionOf(event.object);
     if (event.type != WatchEvent::Type::kBookmark) {
+      if (objectKey(event.object).empty()) {
+        return invalidError("watch " + options_.type.resource + ": " +
+                            std::string(watchEventTypeName(event.type)) +
+                            " event for an object without metadata.name");
+      }
       apply(event.type, std::move(event.object));
     }
     if (!eventRv.empty()) {

@@ -82,6 +82,7 @@ class Informer {
   // returned rv), Gone when a relist is needed, another error for a broken stream.
   Status watchOnce(std::string& rv);
   void apply(WatchEvent::Type type, nlohmann::json&& object);
+  void notify(const std::function<void(const EventHandlers&)>& call);
   // Waits `d` or until stop(); returns false when stopping.
   bool sleepFor(std::chrono::milliseconds d);
   std::chrono::milliseconds nextBackoff();
@@ -95,10 +96,10 @@ class Informer {
   std::thread thread_;
   std::atomic<bool> synced_{false};
   std::atomic<bool> stopping_{false};
+  CancellationPtr cancel_ = std::make_shared<Cancellation>();
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  WatchStream* currentWatch_ = nullptr;  // guarded by mu_
   std::string lastRv_;                   // guarded by mu_
   std::chrono::milliseconds backoff_{0};
 };

@@ -14,24 +14,29 @@ std::string objectKey(const std::string& ns, const std::string& name) {
 }
 
 std::string objectKey(const nlohmann::json& object) {
-  auto md = object.find("metadata");
+  auto md = object.is_object() ? object.find("metadata") : object.end();
   if (md == object.end() || !md->is_object()) {
     return "";
   }
-  return objectKey(md->value("namespace", ""), md->value("name", ""));
+  auto ns = md->find("namespace");
+  auto name = md->find("name");
+  if (name == md->end() || !name->is_string() || (ns != md->end() && !ns->is_string())) {
+    return "";
+  }
+  return objectKey(ns == md->end() ? "" : ns->get<std::string>(), name->get<std::string>());
 }
 
 Store::Store() {
   addIndex(kNamespaceIndex, [](const nlohmann::json& o) -> std::vector<std::string> {
     auto md = o.find("metadata");
-    if (md == o.end()) {
+    if (md == o.end() || !md->is_object()) {
       return {};
     }
-    std::string ns = md->value("namespace", "");
-    if (ns.empty()) {
+    auto ns = md->find("namespace");
+    if (ns == md->end() || !ns->is_string() || ns->get_ref<const std::string&>().empty()) {
       return {};
     }
-    return {ns};
+    return {ns->get<std::string>()};
   });
 }
 
@@ -146,7 +151,7 @@ ObjectPtr Store::erase(const std::string& key) {
 Store::IndexFunc labelIndex(const std::string& labelKey) {
   return [labelKey](const nlohmann::json& o) -> std::vector<std::string> {
     auto md = o.find("metadata");
-    if (md == o.end()) {
+    if (md == o.end() || !md->is_object()) {
       return {};
     }
     auto labels = md->find("labels");

@@ -46,8 +46,10 @@ StatusOr<WatchEvent> parseWatchEvent(std::string_view line) {
 }
 
 Status watchErrorStatus(const nlohmann::json& statusObject) {
-  int code = statusObject.value("code", 500);
-  return statusFromApi(code, statusObject.dump());
+  auto c = statusObject.find("code");
+  int code = c != statusObject.end() && c->is_number_integer() ? c->get<int>() : 500;
+  return statusFromApi(code, statusObject.dump(-1, ' ', false,
+                                               nlohmann::json::error_handler_t::replace));
 }
 
 Status LineSplitter::feed(std::string_view chunk,

@@ -40,9 +40,7 @@ void letOthersRun() {
   }
 }
 
-RateLimiterPtr backoff() {
-  return std::make_unique<ItemExponentialFailureRateLimiter>(5ms, 1000s);
-}
+RateLimiterPtr backoff() { return std::make_unique<ItemExponentialFailureRateLimiter>(5ms, 1000s); }
 
 // get() that cannot hang a single-threaded test: a key, or why there was none.
 std::string getReady(WorkQueue& queue) {
@@ -402,11 +400,12 @@ TEST_CASE("WorkQueue::shutDownWithDrain hands out the ready keys and waits for t
   letOthersRun();
   CHECK_FALSE(drained.load());
 
-  // "a" was added while processing: done() queues it again and the drain hands it out.
+  // "a" was added while processing: done() queues it again and the drain hands it out. Nothing
+  // is being processed now, but the drain is not over. (advance() wakes the stopper to re-check.)
   queue.done("a");
+  clock->advance(10ms);
   letOthersRun();
   CHECK_FALSE(drained.load());
-  clock->advance(10ms);
   CHECK(queue.len() == 1);  // "late" was dropped
   CHECK(getReady(queue) == "a");
   letOthersRun();
