@@ -23,6 +23,7 @@ using http::client::http_client;
 using http::client::http_client_config;
 
 constexpr int kMaxRetriesOn429 = 5;
+constexpr int kMaxTransportRetries = 3;
 constexpr auto kMaxRetryAfter = std::chrono::seconds(30);
 
 std::string encode(const std::string& s) { return web::uri::encode_data_string(s); }
@@ -193,7 +194,7 @@ class ClientImpl::Impl {
         }
       }
     } unhook{cancel, hook};
-    bool retriedTransport = false;
+    int transportRetries = 0;
     for (int attempt = 0;; ++attempt) {
       limiter_.acquire();
       ASSIGN_OR_RETURN(auto req, makeRequest(method, pathAndQuery, body, contentType));
@@ -210,12 +211,14 @@ class ClientImpl::Impl {
         if (cts.get_token().is_canceled()) {
           return cancelledError(method + " " + pathAndQuery + ": cancelled");
         }
-        // A pooled keep-alive connection the server has since closed fails on first use; one
-        // immediate retry on a fresh connection is what every HTTP client does (a duplicate
-        // create would come back AlreadyExists, never as a second object).
-        if (!retriedTransport) {
-          retriedTransport = true;
+        // Pooled keep-alive connections that the server has since closed fail on first use
+        // (after an API server restart, every pooled one does); retrying on a fresh connection
+        // is what every HTTP client does. A duplicate create would come back AlreadyExists,
+        // never as a second object.
+        if (transportRetries < kMaxTransportRetries) {
+          ++transportRetries;
           --attempt;
+          std::this_thread::sleep_for(std::chrono::milliseconds(20 * transportRetries));
           continue;
         }
         return unavailableError(method + " " + pathAndQuery + ": " + e.what());
