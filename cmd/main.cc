@@ -52,6 +52,17 @@ std::string defaultIdentity() {
   return std::string(host) + "_" + suffix;
 }
 
+// After SIGTERM, in-flight work gets `timeout` to finish; then the process exits regardless, so
+// a stuck API call cannot hold a terminating pod past its grace period.
+void boundShutdown(std::chrono::milliseconds timeout) {
+  std::thread([timeout] {
+    std::this_thread::sleep_for(timeout);
+    log::error("graceful shutdown did not finish in time; exiting",
+               {{"timeoutMs", static_cast<int64_t>(timeout.count())}});
+    std::_Exit(1);
+  }).detach();
+}
+
 int serve(const Options& opts) {
   kube::LoadOptions load;
   load.kubeconfigFlag = opts.kubeconfig;
@@ -124,6 +135,7 @@ int serve(const Options& opts) {
   if (!opts.leaderElect) {
     startControllers();
     Shutdown::wait();
+    boundShutdown(opts.shutdownTimeout);
     stopControllers();
     events->stop();
     return 0;
@@ -144,6 +156,7 @@ int serve(const Options& opts) {
     });
   });
   Shutdown::wait();
+  boundShutdown(opts.shutdownTimeout);
   elector.stop();
   electing.join();
   events->stop();

@@ -17,6 +17,8 @@ constexpr const char* kNamespaceController = "namespace";
 constexpr const char* kPolicyController = "segmentationpolicy";
 // Status is recomputed at most this often while namespaces change: it walks every namespace.
 constexpr milliseconds kStatusDelay{1000};
+// How long an applied object may be missing from the informer before it is applied again.
+constexpr milliseconds kPendingWindow{2000};
 
 metrics::Registry& registry() { return metrics::defaultRegistry(); }
 
@@ -166,9 +168,10 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
   };
   policies_->addEventHandlers(
       {onPolicy, [onPolicy](const json&, const json& o) { onPolicy(o); }, onPolicy});
-  auto onManaged = [this](const json& o) { onManagedObjectEvent(o); };
+  auto onManaged = [this](const json& o) { onManagedObjectEvent(o, false); };
   networkPolicies_->addEventHandlers(
-      {onManaged, [onManaged](const json&, const json& o) { onManaged(o); }, onManaged});
+      {onManaged, [onManaged](const json&, const json& o) { onManaged(o); },
+       [this](const json& o) { onManagedObjectEvent(o, true); }});
   auto onSlices = [this](const json&) { recomputeApiEndpoints(); };
   endpointSlices_->addEventHandlers(
       {onSlices, [onSlices](const json&, const json& o) { onSlices(o); }, onSlices});
@@ -176,7 +179,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
 
 SegmentationController::~SegmentationController() { stop(); }
 
-void SegmentationController::onManagedObjectEvent(const json& object) {
+void SegmentationController::onManagedObjectEvent(const json& object, bool deleted) {
   std::string ns = namespaceOf(object);
   {
     // Until the next reconcile has checked it, the namespace is not known to be segmented.
@@ -184,6 +187,9 @@ void SegmentationController::onManagedObjectEvent(const json& object) {
     auto it = namespaceStates_.find(ns);
     if (it != namespaceStates_.end()) {
       it->second.converged = false;
+      if (deleted) {
+        it->second.pending.erase(object.value("kind", "") + "/" + nameOf(object));
+      }
     }
   }
   namespaceQueue_.add(ns);
@@ -342,10 +348,10 @@ void SegmentationController::startIstioInformers() {
       client_, clock_, informerOptions(resources::kPeerAuthentications, managed));
   auto ap = std::make_unique<kube::Informer>(
       client_, clock_, informerOptions(resources::kAuthorizationPolicies, managed));
-  auto onManaged = [this](const json& o) { onManagedObjectEvent(o); };
+  auto onManaged = [this](const json& o) { onManagedObjectEvent(o, false); };
   for (auto* inf : {pa.get(), ap.get()}) {
-    inf->addEventHandlers(
-        {onManaged, [onManaged](const json&, const json& o) { onManaged(o); }, onManaged});
+    inf->addEventHandlers({onManaged, [onManaged](const json&, const json& o) { onManaged(o); },
+                           [this](const json& o) { onManagedObjectEvent(o, true); }});
     inf->start();
   }
   std::lock_guard lock(mu_);
@@ -535,12 +541,25 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   kube::ObjectReference nsRef{"v1", "Namespace", nsName, nsName,
                               (*ns)["metadata"].value("uid", "")};
   int writes = 0;
+  std::map<std::string, std::pair<std::string, MonoTime>> pending;
+  bool awaitingWatch = false;
   for (const auto& want : desired) {
     const json* have = find(want);
+    std::string kind = want["kind"];
+    std::string pendingKey = kind + "/" + nameOf(want);
     if (have != nullptr && policy::matchesDesired(*have, want)) {
       continue;
     }
-    std::string kind = want["kind"];
+    std::string content = want.dump();
+    if (have == nullptr) {
+      auto p = before.pending.find(pendingKey);
+      if (p != before.pending.end() && p->second.first == content &&
+          clock_->monotonicNow() - p->second.second < kPendingWindow) {
+        pending[pendingKey] = p->second;  // applied moments ago; the watch will show it
+        awaitingWatch = true;
+        continue;
+      }
+    }
     StatusOr<json> written = json();
     if (have == nullptr) {
       written = client_->apply(typeOf(want), want, options_.fieldManager, true, "");
@@ -560,6 +579,9 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
       return written.status().withContext("writing " + kind + " " + nsName + "/" + nameOf(want));
     }
     ++writes;
+    if (have == nullptr) {
+      pending[pendingKey] = {content, clock_->monotonicNow()};
+    }
     if (have != nullptr || wasSegmented) {
       driftRepairs(kind).inc();
       events_->record(nsRef, kube::EventRecorder::Type::kWarning, "Repaired",
@@ -592,9 +614,13 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   after.generation = governing ? governing->generation : 0;
   after.factsVersion = factsVersion;
   after.converged = true;
+  after.pending = std::move(pending);
   {
     std::lock_guard lock(mu_);
-    namespaceStates_[nsName] = after;
+    namespaceStates_[nsName] = std::move(after);
+  }
+  if (awaitingWatch) {
+    namespaceQueue_.addAfter(nsName, kPendingWindow);  // check once the watch had time
   }
   if (governing != nullptr && !wasSegmented) {
     events_->record(nsRef, kube::EventRecorder::Type::kNormal, "Segmented",
@@ -605,7 +631,8 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
                     "removed " + std::to_string(removed) +
                         " generated objects: no SegmentationPolicy selects this namespace");
   }
-  if (writes + removed > 0 || before.policy != after.policy || !before.converged) {
+  if (writes + removed > 0 || before.policy != (governing ? governing->name : "") ||
+      !before.converged) {
     enqueueAllPolicies(kStatusDelay);
   }
   return okStatus();

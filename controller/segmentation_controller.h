@@ -64,6 +64,9 @@ class SegmentationController {
     uint64_t factsVersion = 0;
     bool converged = false;  // every desired object existed and matched after the reconcile
     std::string error;       // the last reconcile error, if it failed
+    // Objects applied but not yet seen by the informer ("Kind/name" -> the applied content and
+    // when), so that a reconcile racing its own watch events does not write them again.
+    std::map<std::string, std::pair<std::string, MonoTime>> pending;
   };
 
   void startIstioInformers();
@@ -86,7 +89,7 @@ class SegmentationController {
 
   void enqueueAllNamespaces();
   void enqueueAllPolicies(std::chrono::milliseconds delay);
-  void onManagedObjectEvent(const nlohmann::json& object);
+  void onManagedObjectEvent(const nlohmann::json& object, bool deleted);
   void rebuildPolicies();
   void recomputeApiEndpoints();
   bool sleepFor(std::chrono::milliseconds d);

@@ -94,7 +94,8 @@ class ControllerProcess {
     std::string saDir = serviceAccountDir();
     std::string port = cp.url().substr(cp.url().rfind(':') + 1);
     const char* logDir = std::getenv("BULKHEAD_TEST_LOG_DIR");  // keep logs for debugging
-    std::string log = (logDir ? std::string(logDir) : cp.dir()) + "/" + logName + ".log";
+    log_ = (logDir ? std::string(logDir) : cp.dir()) + "/" + logName + ".log";
+    const std::string& log = log_;
     pid_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
@@ -112,6 +113,16 @@ class ControllerProcess {
     }
   }
   ~ControllerProcess() { stop(SIGTERM); }
+  // A counter or gauge family's total from the process's /metrics (port read from its log).
+  double metric(const std::string& family) const {
+    auto r = ControlPlane::get().shell(
+        "port=$(grep -o '\"msg\":\"serving metrics\".*\"port\":[0-9]*' '" + log_ +
+        "' | grep -o '[0-9]*$'); curl -fsS http://127.0.0.1:$port/metrics | grep '^" + family +
+        "[{ ]' | awk '{s+=$NF} END {print s+0}'");
+    REQUIRE_MESSAGE(r.exitCode == 0, r.err);
+    return std::stod(r.out);
+  }
+
   void stop(int sig) {
     if (pid_ > 0) {
       kill(pid_, sig);
@@ -122,6 +133,7 @@ class ControllerProcess {
 
  private:
   pid_t pid_ = -1;
+  std::string log_;
 };
 
 void createNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
@@ -265,6 +277,18 @@ TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, uns
     json s = status("zero-trust");
     return conditionStatus(s, "MeshAvailable") == "True" && s.value("segmentedNamespaces", -1) == 10;
   }));
+
+  // A full reconcile of everything with nothing changed writes nothing. (Touching the policy
+  // enqueues every namespace, as the periodic resync does.)
+  double writes = controller.metric("bulkhead_api_writes_total");
+  double reconciles = controller.metric("bulkhead_reconcile_total");
+  REQUIRE(admin()->mergePatch(kPolicies, "", "zero-trust",
+                              {{"metadata", {{"annotations", {{"touched", "yes"}}}}}}).ok());
+  CHECK(eventually(seconds(10), [&] {
+    return controller.metric("bulkhead_reconcile_total") >= reconciles + 20;
+  }));
+  CHECK(controller.metric("bulkhead_api_writes_total") == writes);
+  CHECK(writes == 40);  // 10 namespaces x (3 NetworkPolicies + 1 PeerAuthentication)
 
   // 3. Drift is repaired; a user's own NetworkPolicy is never touched.
   json userNp = {{"apiVersion", "networking.k8s.io/v1"},
