@@ -1,36 +1,105 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: starts a real local Kubernetes control plane
-# (etcd + kube-apiserver), shows it serving, and stops it again.
+# (etcd + kube-apiserver), installs Bulkhead's CRDs and chart with Helm, runs the `bulkhead`
+# controller as the chart's ServiceAccount, and shows namespaces being segmented and drift repaired.
 #
 #   scripts/demo.sh          run and clean up
-#   scripts/demo.sh --keep   leave the control plane running and print how to use it
+#   scripts/demo.sh --keep   leave everything running and print how to use it
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; eval "$@"; }
+
 scripts/install-deps.sh
 scripts/testenv.sh build
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+cmake --build build -j2 --target bulkhead | grep -v '^ninja: no work to do' || true
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bulkhead-demo.XXXXXX")
 rmdir "$dir"
-cleanup() { $keep || scripts/testenv.sh stop "$dir"; }
+controller_pid=""
+cleanup() {
+  $keep && return 0
+  [ -n "$controller_pid" ] && kill "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
+  scripts/testenv.sh stop "$dir"
+}
 trap cleanup EXIT
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-step "Starting a local control plane (etcd + kube-apiserver) in $dir"
+step "Starting a local control plane (etcd + kube-apiserver $(scripts/testenv.sh paths >/dev/null; echo v1.35.4))"
 scripts/testenv.sh start "$dir"
 # shellcheck disable=SC1091
 source "$dir/env"
+kubectl version | grep Server
 
-step "The API server is serving"
-kubectl version
-kubectl get --raw /readyz?verbose | tail -n 3
+step "Installing the CRDs (Bulkhead's and Istio's) and the chart"
+kubectl apply --server-side -f crds/ -f "$TESTENV_ISTIO_CRDS" >/dev/null
+kubectl wait --for condition=established --timeout=60s \
+  crd/segmentationpolicies.bulkhead.dev crd/peerauthentications.security.istio.io >/dev/null
+show helm install bulkhead charts/bulkhead --namespace bulkhead-system --create-namespace \
+  "| grep -E '^(NAME|STATUS)'"
+
+step "Running bulkhead as the chart's ServiceAccount (a real token, least-privilege RBAC)"
+sa="$dir/serviceaccount"
+mkdir -p "$sa"
+cp "$TESTENV_CA" "$sa/ca.crt"
+echo bulkhead-system > "$sa/namespace"
+kubectl create token bulkhead -n bulkhead-system --duration 2h > "$sa/token"
+KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="${TESTENV_APISERVER_URL##*:}" \
+  KUBECONFIG= build/bin/bulkhead --service-account-dir "$sa" --leader-elect \
+  --metrics-bind-address 127.0.0.1:0 --mesh-discovery-interval 2s \
+  >"$dir/bulkhead.log" 2>&1 &
+controller_pid=$!
+for _ in $(seq 1 100); do
+  grep -q '"became leader"' "$dir/bulkhead.log" && break
+  sleep 0.1
+done
+grep -E 'connected|became leader' "$dir/bulkhead.log" | cut -c1-160
+
+step "Three namespaces, two of them labelled zero-trust=on, and a SegmentationPolicy"
+show kubectl create namespace shop
+show kubectl create namespace payments
+show kubectl create namespace blog
+show kubectl label namespace shop payments zero-trust=on
+show "kubectl apply -f - <<'YAML'
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: baseline}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: \"on\"}}
+YAML"
+
+for _ in $(seq 1 100); do
+  [ "$(kubectl get segpol baseline -o jsonpath='{.status.segmentedNamespaces}' 2>/dev/null)" = 2 ] && break
+  sleep 0.2
+done
+
+step "What Bulkhead generated (nothing in blog, which is not selected)"
+show kubectl get segpol
+show kubectl get networkpolicies,peerauthentications -A -l app.kubernetes.io/managed-by=bulkhead
+show kubectl get networkpolicy bulkhead-default-deny -n shop -o jsonpath="'{.spec}{\"\\n\"}'"
+
+step "Drift is repaired: delete the default-deny in shop and watch it come back"
+show kubectl delete networkpolicy bulkhead-default-deny -n shop
+sleep 1
+show kubectl get networkpolicy bulkhead-default-deny -n shop
+show "kubectl get events -n shop --field-selector reason=Repaired -o custom-columns=REASON:.reason,MESSAGE:.message"
+
+step "Taking a namespace out of the selection removes what was generated there"
+show kubectl label namespace payments zero-trust-
+sleep 1
+show kubectl get networkpolicies -n payments
+show kubectl get segpol baseline
 
 if $keep; then
   step "Left running. To use it:"
-  echo "  source $dir/env && kubectl get namespaces"
-  echo "  scripts/testenv.sh stop $dir     # when done"
+  echo "  source $dir/env && kubectl get segpol,networkpolicies -A"
+  echo "  bulkhead log: $dir/bulkhead.log (pid $controller_pid)"
+  echo "  stop: kill $controller_pid; scripts/testenv.sh stop $dir"
 fi
