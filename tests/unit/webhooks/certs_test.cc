@@ -1,0 +1,53 @@
+#include "webhooks/certs.h"
+
+#include <doctest/doctest.h>
+
+namespace bulkhead::webhooks {
+namespace {
+
+using std::chrono::days;
+using std::chrono::hours;
+
+const TimePoint kNow = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+TEST_CASE("a CA signs a serving certificate that verifies for its lifetime only") {
+  auto ca = makeCa("bulkhead-ca", kNow, days(365));
+  REQUIRE_MESSAGE(ca.ok(), ca.status().toString());
+  auto serving = issueServingCertificate(*ca, {"bulkhead.bulkhead-system.svc"}, {"127.0.0.1"},
+                                         kNow, days(90));
+  REQUIRE_MESSAGE(serving.ok(), serving.status().toString());
+  CHECK(serving->certPem.starts_with("-----BEGIN CERTIFICATE-----"));
+  CHECK(serving->keyPem.starts_with("-----BEGIN PRIVATE KEY-----"));
+  CHECK(*certificateNotAfter(serving->certPem) == kNow + days(90));
+  CHECK(*certificateNotAfter(ca->certPem) == kNow + days(365));
+  CHECK(verifyServingCertificate(serving->certPem, serving->keyPem, ca->certPem, kNow + hours(1))
+            .ok());
+  CHECK(verifyServingCertificate(serving->certPem, serving->keyPem, ca->certPem, kNow + days(91))
+            .message() == "certificate does not verify: certificate has expired");
+}
+
+TEST_CASE("verification needs the right CA and the matching key; a bundle may hold several CAs") {
+  auto ca = makeCa("old-ca", kNow, days(365));
+  auto other = makeCa("new-ca", kNow, days(365));
+  REQUIRE(ca.ok());
+  REQUIRE(other.ok());
+  auto serving = issueServingCertificate(*ca, {"svc"}, {}, kNow, days(90));
+  auto otherServing = issueServingCertificate(*other, {"svc"}, {}, kNow, days(90));
+  REQUIRE(serving.ok());
+  REQUIRE(otherServing.ok());
+  CHECK(verifyServingCertificate(serving->certPem, serving->keyPem, other->certPem, kNow)
+            .message()
+            .starts_with("certificate does not verify"));
+  CHECK(verifyServingCertificate(serving->certPem, otherServing->keyPem, ca->certPem, kNow)
+            .message() == "the key does not belong to the certificate");
+  // During a rotation both CAs are trusted: certificates of either verify.
+  std::string bundle = ca->certPem + other->certPem;
+  CHECK(verifyServingCertificate(serving->certPem, serving->keyPem, bundle, kNow).ok());
+  CHECK(verifyServingCertificate(otherServing->certPem, otherServing->keyPem, bundle, kNow).ok());
+  CHECK(issueServingCertificate(*ca, {}, {}, kNow, days(1)).status().code() ==
+        StatusCode::kInvalid);
+  CHECK(certificateNotAfter("garbage").status().code() == StatusCode::kInvalid);
+}
+
+}  // namespace
+}  // namespace bulkhead::webhooks

@@ -1,0 +1,205 @@
+#include "webhooks/certs.h"
+
+#include <openssl/bio.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+
+namespace bulkhead::webhooks {
+namespace {
+
+template <typename T, void (*Free)(T*)>
+struct Deleter {
+  void operator()(T* p) const { Free(p); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
+using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
+using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
+
+Status opensslError(const std::string& what) {
+  unsigned long code = ERR_get_error();
+  char buf[256] = "unknown error";
+  if (code != 0) {
+    ERR_error_string_n(code, buf, sizeof buf);
+  }
+  ERR_clear_error();
+  return internalError(what + ": " + buf);
+}
+
+std::string toPem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
+}
+
+std::string toPem(EVP_PKEY* key) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
+}
+
+X509Ptr readCert(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return X509Ptr(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+PkeyPtr readKey(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return PkeyPtr(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+}
+
+Status addExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  if (ext == nullptr) {
+    return opensslError("certificate extension " + value);
+  }
+  X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+  return okStatus();
+}
+
+// A new certificate for `key`, with a random serial and the validity window, not yet signed.
+StatusOr<X509Ptr> newCertificate(EVP_PKEY* key, const std::string& commonName, TimePoint now,
+                                 std::chrono::seconds validity) {
+  X509Ptr cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  unsigned char serial[16];
+  if (RAND_bytes(serial, sizeof serial) != 1) {
+    return opensslError("random serial");
+  }
+  serial[0] &= 0x7F;  // positive
+  BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  BN_free(bn);
+  std::time_t start = std::chrono::system_clock::to_time_t(now - std::chrono::minutes(1));
+  std::time_t end = std::chrono::system_clock::to_time_t(now + validity);
+  ASN1_TIME_set(X509_getm_notBefore(cert.get()), start);
+  ASN1_TIME_set(X509_getm_notAfter(cert.get()), end);
+  X509_set_pubkey(cert.get(), key);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(commonName.c_str()), -1, -1, 0);
+  return cert;
+}
+
+StatusOr<PkeyPtr> newKey() {
+  PkeyPtr key(EVP_EC_gen("P-256"));
+  if (!key) {
+    return opensslError("generating an ECDSA P-256 key");
+  }
+  return key;
+}
+
+}  // namespace
+
+StatusOr<KeyPair> makeCa(const std::string& commonName, TimePoint now,
+                         std::chrono::seconds validity) {
+  ASSIGN_OR_RETURN(PkeyPtr key, newKey());
+  ASSIGN_OR_RETURN(X509Ptr cert, newCertificate(key.get(), commonName, now, validity));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
+  RETURN_IF_ERROR(addExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE"));
+  RETURN_IF_ERROR(addExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
+  RETURN_IF_ERROR(addExtension(cert.get(), cert.get(), NID_subject_key_identifier, "hash"));
+  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
+    return opensslError("signing the CA certificate");
+  }
+  return KeyPair{toPem(cert.get()), toPem(key.get())};
+}
+
+StatusOr<KeyPair> issueServingCertificate(const KeyPair& ca, const std::vector<std::string>& dnsNames,
+                                          const std::vector<std::string>& ipAddresses,
+                                          TimePoint now, std::chrono::seconds validity) {
+  if (dnsNames.empty() && ipAddresses.empty()) {
+    return invalidError("a serving certificate needs at least one DNS name or IP address");
+  }
+  X509Ptr caCert = readCert(ca.certPem);
+  PkeyPtr caKey = readKey(ca.keyPem);
+  if (!caCert || !caKey) {
+    return opensslError("reading the CA");
+  }
+  ASSIGN_OR_RETURN(PkeyPtr key, newKey());
+  std::string cn = dnsNames.empty() ? ipAddresses.front() : dnsNames.front();
+  ASSIGN_OR_RETURN(X509Ptr cert, newCertificate(key.get(), cn, now, validity));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(caCert.get()));
+  std::string san;
+  for (const auto& d : dnsNames) {
+    san += (san.empty() ? "DNS:" : ",DNS:") + d;
+  }
+  for (const auto& ip : ipAddresses) {
+    san += (san.empty() ? "IP:" : ",IP:") + ip;
+  }
+  RETURN_IF_ERROR(addExtension(cert.get(), caCert.get(), NID_basic_constraints, "critical,CA:FALSE"));
+  RETURN_IF_ERROR(
+      addExtension(cert.get(), caCert.get(), NID_key_usage, "critical,digitalSignature"));
+  RETURN_IF_ERROR(addExtension(cert.get(), caCert.get(), NID_ext_key_usage, "serverAuth"));
+  RETURN_IF_ERROR(addExtension(cert.get(), caCert.get(), NID_subject_alt_name, san));
+  RETURN_IF_ERROR(addExtension(cert.get(), caCert.get(), NID_authority_key_identifier,
+                               "keyid:always"));
+  if (X509_sign(cert.get(), caKey.get(), EVP_sha256()) == 0) {
+    return opensslError("signing the serving certificate");
+  }
+  return KeyPair{toPem(cert.get()), toPem(key.get())};
+}
+
+StatusOr<TimePoint> certificateNotAfter(const std::string& pem) {
+  X509Ptr cert = readCert(pem);
+  if (!cert) {
+    return invalidError("not a PEM certificate");
+  }
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1) {
+    return opensslError("reading notAfter");
+  }
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
+                                const std::string& caBundlePem, TimePoint now) {
+  X509Ptr cert = readCert(certPem);
+  PkeyPtr key = readKey(keyPem);
+  if (!cert || !key) {
+    return invalidError("unreadable certificate or key");
+  }
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return invalidError("the key does not belong to the certificate");
+  }
+  StorePtr store(X509_STORE_new());
+  BioPtr bio(BIO_new_mem_buf(caBundlePem.data(), static_cast<int>(caBundlePem.size())));
+  int cas = 0;
+  while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store.get(), ca);
+    X509_free(ca);
+    ++cas;
+  }
+  ERR_clear_error();
+  if (cas == 0) {
+    return invalidError("the CA bundle holds no certificate");
+  }
+  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr);
+  X509_STORE_CTX_set_time(ctx.get(), 0, std::chrono::system_clock::to_time_t(now));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    return invalidError(std::string("certificate does not verify: ") +
+                        X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));
+  }
+  return okStatus();
+}
+
+}  // namespace bulkhead::webhooks

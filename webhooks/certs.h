@@ -1,0 +1,37 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+// Certificates for the webhook's own TLS: a private CA and serving certificates it signs
+// (ECDSA P-256, SHA-256). Time is a parameter, so rotation logic is testable.
+namespace bulkhead::webhooks {
+
+using TimePoint = std::chrono::system_clock::time_point;
+
+struct KeyPair {
+  std::string certPem;
+  std::string keyPem;
+};
+
+// A self-signed CA certificate valid from `now` (minus a minute of clock skew) for `validity`.
+StatusOr<KeyPair> makeCa(const std::string& commonName, TimePoint now,
+                         std::chrono::seconds validity);
+
+// A serving certificate signed by `ca` for the given DNS names and IP addresses (at least one),
+// with extendedKeyUsage serverAuth.
+StatusOr<KeyPair> issueServingCertificate(const KeyPair& ca, const std::vector<std::string>& dnsNames,
+                                          const std::vector<std::string>& ipAddresses,
+                                          TimePoint now, std::chrono::seconds validity);
+
+// The notAfter time of the first certificate in `pem`.
+StatusOr<TimePoint> certificateNotAfter(const std::string& pem);
+
+// Does `certPem` chain to one of the CA certificates in `caBundlePem` and match `keyPem`?
+Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
+                                const std::string& caBundlePem, TimePoint now);
+
+}  // namespace bulkhead::webhooks
