@@ -1,9 +1,9 @@
 #include "controller/segmentation_controller.h"
 
-#include <ctime>
 #include <set>
 
 #include "common/log.h"
+#include "common/time_format.h"
 #include "common/metrics.h"
 #include "kube/rate_limiter.h"
 
@@ -62,14 +62,6 @@ metrics::Gauge& namespacesGauge(const char* state) {
       .labels({state});
 }
 
-std::string rfc3339(WallTime t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string nameOf(const json& o) { return o["metadata"].value("name", ""); }
 std::string namespaceOf(const json& o) { return o["metadata"].value("namespace", ""); }
@@ -96,7 +88,7 @@ json condition(const json& previous, const std::string& type, bool status,
                const std::string& reason, const std::string& message, int64_t generation,
                WallTime now) {
   std::string s = status ? "True" : "False";
-  std::string since = rfc3339(now);
+  std::string since = formatRfc3339(now);
   for (const auto& c : previous) {
     if (c.value("type", "") == type && c.value("status", "") == s) {
       since = c.value("lastTransitionTime", since);

@@ -1,23 +1,15 @@
 #include "kube/events.h"
 
 #include <cstdio>
-#include <ctime>
 
 #include "common/log.h"
+#include "common/time_format.h"
 
 namespace bulkhead::kube {
 namespace {
 
 constexpr size_t kMaxCached = 4096;
 
-std::string rfc3339(WallTime t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 }  // namespace
 
@@ -92,7 +84,7 @@ void EventRecorder::write(const Pending& p) {
   auto it = written_.find(key);
   if (it != written_.end() && p.at - it->second.last < window_) {
     Written& w = it->second;
-    nlohmann::json patch = {{"count", w.count + 1}, {"lastTimestamp", rfc3339(p.at)}};
+    nlohmann::json patch = {{"count", w.count + 1}, {"lastTimestamp", formatRfc3339(p.at)}};
     auto patched = client_->mergePatch(resources::kEvents, w.ns, w.name, patch);
     if (patched.ok()) {
       w.count++;
@@ -125,8 +117,8 @@ void EventRecorder::write(const Pending& p) {
       {"message", p.message},
       {"type", type},
       {"count", 1},
-      {"firstTimestamp", rfc3339(p.at)},
-      {"lastTimestamp", rfc3339(p.at)},
+      {"firstTimestamp", formatRfc3339(p.at)},
+      {"lastTimestamp", formatRfc3339(p.at)},
       {"source", {{"component", component_}}},
       {"reportingComponent", component_},
       {"reportingInstance", instance_}};

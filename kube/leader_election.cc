@@ -1,47 +1,15 @@
 #include "kube/leader_election.h"
 
-#include <cstdio>
-#include <ctime>
 #include <optional>
 #include <random>
 #include <string>
 
 #include "common/log.h"
+#include "common/time_format.h"
 #include "common/metrics.h"
 
 namespace bulkhead::kube {
 namespace {
-
-// MicroTime as the API writes it: 2026-11-29T04:00:00.123456Z
-std::string microTime(WallTime t) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(us % 1'000'000));
-  return buf;
-}
-
-std::optional<WallTime> parseMicroTime(const std::string& text) {
-  std::tm tm{};
-  const char* rest = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  if (rest == nullptr) {
-    return std::nullopt;
-  }
-  auto t = std::chrono::system_clock::from_time_t(timegm(&tm));
-  if (*rest == '.') {
-    std::string frac;
-    for (++rest; *rest >= '0' && *rest <= '9'; ++rest) {
-      frac += *rest;
-    }
-    frac = (frac + "000000").substr(0, 6);
-    t += std::chrono::microseconds(std::stol(frac));
-  }
-  return t;
-}
 
 metrics::Gauge& leaderGauge() {
   static auto& g = metrics::defaultRegistry()
@@ -76,7 +44,7 @@ bool LeaderElector::sleepFor(std::chrono::milliseconds d) {
 
 Status LeaderElector::tryAcquireOrRenew() {
   const ResourceType& leases = resources::kLeases;
-  std::string now = microTime(clock_->now());
+  std::string now = formatMicroTime(clock_->now());
   int leaseSeconds = static_cast<int>(
       std::chrono::duration_cast<std::chrono::seconds>(config_.leaseDuration).count());
   auto current = client_->get(leases, config_.leaseNamespace, config_.leaseName);
@@ -111,7 +79,7 @@ Status LeaderElector::tryAcquireOrRenew() {
     // cannot make it expire early. The record's own renewTime may credit up to one retry period
     // of the polling delay (never more, so a skewed leader still renews long before expiry).
     auto age = std::chrono::duration_cast<std::chrono::milliseconds>(
-        clock_->now() - parseMicroTime(renewTime).value_or(clock_->now()));
+        clock_->now() - parseRfc3339(renewTime).value_or(clock_->now()));
     observedAt_ = clock_->monotonicNow() - std::clamp(age, std::chrono::milliseconds(0), config_.retryPeriod);
   }
   observedDuration_ = duration;
@@ -145,7 +113,7 @@ Status LeaderElector::release() {
   }
   lease["spec"]["holderIdentity"] = "";
   lease["spec"]["leaseDurationSeconds"] = 1;
-  lease["spec"]["renewTime"] = microTime(clock_->now());
+  lease["spec"]["renewTime"] = formatMicroTime(clock_->now());
   return client_->update(resources::kLeases, lease).status();
 }
 
