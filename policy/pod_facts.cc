@@ -27,8 +27,8 @@ const json* member(const json& obj, const std::string& key) {
 
 // The object at `obj[key]`: null when absent; Invalid when it is not an object, or when it is
 // absent and `required`.
-StatusOr<const json*> objectMember(const json& obj, const std::string& key,
-                                   const std::string& path, bool required) {
+StatusOr<const json*> objectMember(const json& obj, const std::string& key, const std::string& path,
+                                   bool required) {
   const json* j = member(obj, key);
   if (j == nullptr) {
     if (required) {
@@ -223,8 +223,7 @@ StatusOr<PodFacts> decode(const json& object) {
   if (metadata != nullptr) {
     RETURN_IF_ERROR(readString(*metadata, "name", "metadata.name", &f.name));
     if (f.name.empty()) {
-      RETURN_IF_ERROR(
-          readString(*metadata, "generateName", "metadata.generateName", &f.name));
+      RETURN_IF_ERROR(readString(*metadata, "generateName", "metadata.generateName", &f.name));
     }
     RETURN_IF_ERROR(readString(*metadata, "namespace", "metadata.namespace", &f.ns));
   }

@@ -1,0 +1,389 @@
+#include "policy/pod_rules.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace bulkhead::policy {
+namespace {
+
+constexpr std::string_view kInjectKey = "sidecar.istio.io/inject";
+constexpr std::string_view kTrafficPrefix = "traffic.sidecar.istio.io/";
+constexpr std::string_view kDefaultDenyName = "bulkhead-default-deny";
+constexpr size_t kMaxShownValue = 64;
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Path order with numbers compared as numbers: "containers[2]" < "containers[10]".
+bool pathLess(std::string_view a, std::string_view b) {
+  size_t i = 0;
+  size_t j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (isDigit(a[i]) && isDigit(b[j])) {
+      size_t ie = i;
+      size_t je = j;
+      while (ie < a.size() && isDigit(a[ie])) {
+        ++ie;
+      }
+      while (je < b.size() && isDigit(b[je])) {
+        ++je;
+      }
+      std::string_view na = a.substr(i, ie - i);
+      std::string_view nb = b.substr(j, je - j);
+      while (na.size() > 1 && na.front() == '0') {
+        na.remove_prefix(1);
+      }
+      while (nb.size() > 1 && nb.front() == '0') {
+        nb.remove_prefix(1);
+      }
+      if (na.size() != nb.size()) {
+        return na.size() < nb.size();
+      }
+      if (na != nb) {
+        return na < nb;
+      }
+      i = ie;
+      j = je;
+      continue;
+    }
+    if (a[i] != b[j]) {
+      return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]);
+    }
+    ++i;
+    ++j;
+  }
+  return a.size() - i < b.size() - j;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    }
+  }
+  return out;
+}
+
+// A string value as shown in a message: double-quoted, escaped, and cut at kMaxShownValue bytes
+// (on a UTF-8 character boundary) so a huge annotation cannot flood the response.
+std::string displayValue(std::string_view s) {
+  bool cut = false;
+  if (s.size() > kMaxShownValue) {
+    size_t n = kMaxShownValue;
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) {
+      --n;
+    }
+    s = s.substr(0, n);
+    cut = true;
+  }
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  out += cut ? "...\"" : "\"";
+  return out;
+}
+
+// Would Istio's injector skip a pod with this sidecar.istio.io/inject value? It injects only
+// for "y", "yes", "true", "on" (any case) and applies the namespace default for ""; every other
+// value, not just "false", opts the pod out.
+bool injectOptOut(std::string_view value) {
+  std::string v = lower(value);
+  return !(v.empty() || v == "y" || v == "yes" || v == "true" || v == "on");
+}
+
+// Does this traffic.sidecar.istio.io/ annotation take traffic around the proxy?
+// exclude* (inbound/outbound ports, IP ranges, interfaces) and includeOutboundIPRanges as in
+// SPEC 3.1; includeInboundPorts too unless it is "*", Istio's default of capturing every port.
+bool trafficOptOut(std::string_view key, std::string_view value) {
+  if (!key.starts_with(kTrafficPrefix)) {
+    return false;
+  }
+  std::string_view name = key.substr(kTrafficPrefix.size());
+  return name.starts_with("exclude") || name == "includeOutboundIPRanges" ||
+         (name == "includeInboundPorts" && value != "*");
+}
+
+const ContainerFacts* containerAt(const PodFacts& pod, std::string_view path) {
+  for (const auto& c : pod.containers) {
+    if (path.size() > c.path.size() && path.starts_with(c.path) && path[c.path.size()] == '.') {
+      return &c;
+    }
+  }
+  return nullptr;
+}
+
+// "container \"web\"", "init container \"setup\"", "ephemeral container \"debugger\"".
+std::string describe(const ContainerFacts& c) {
+  std::string out;
+  switch (c.kind) {
+    case ContainerFacts::Kind::kRegular:
+      out = "container ";
+      break;
+    case ContainerFacts::Kind::kInit:
+      out = "init container ";
+      break;
+    case ContainerFacts::Kind::kEphemeral:
+      out = "ephemeral container ";
+      break;
+  }
+  return out + (c.name.empty() ? c.path : "\"" + c.name + "\"");
+}
+
+std::string describeContainerAt(const PodFacts& pod, std::string_view path) {
+  const ContainerFacts* c = containerAt(pod, path);
+  return c == nullptr ? std::string("its container") : describe(*c);
+}
+
+// The key of a map-entry path "metadata.labels[key]" under `mapPath`, or "" if it is not one.
+std::string_view keyOf(std::string_view path, std::string_view mapPath) {
+  if (path.size() < mapPath.size() + 2 || !path.starts_with(mapPath) ||
+      path[mapPath.size()] != '[' || path.back() != ']') {
+    return {};
+  }
+  return path.substr(mapPath.size() + 1, path.size() - mapPath.size() - 2);
+}
+
+// How to fix `v`, without the common " or request a SegmentationException".
+std::string fixHint(const PodFacts& pod, const Violation& v) {
+  const std::string_view rule = v.rule;
+  if (rule == kRequiredLabels) {
+    std::string hint = "add label " + std::string(keyOf(v.path, pod.labels.path));
+    return pod.kind == "Pod" ? hint : hint + " to the pod template";
+  }
+  if (rule == kForbidHostNetwork) {
+    return "remove hostNetwork";
+  }
+  if (rule == kForbidHostPorts) {
+    std::string port;
+    if (const ContainerFacts* c = containerAt(pod, v.path)) {
+      for (const auto& hp : c->hostPorts) {
+        if (hp.path == v.path) {
+          port = " " + std::to_string(hp.value);
+        }
+      }
+    }
+    return "remove hostPort" + port + " from " + describeContainerAt(pod, v.path);
+  }
+  if (rule == kForbidHostPIDIPC) {
+    return v.path == pod.hostPID.path ? "remove hostPID" : "remove hostIPC";
+  }
+  if (rule == kForbidPrivileged) {
+    return "remove privileged: true from " + describeContainerAt(pod, v.path);
+  }
+  if (rule == kForbiddenCapabilities) {
+    std::string cap = "the capability";
+    if (const ContainerFacts* c = containerAt(pod, v.path)) {
+      for (const auto& added : c->addedCapabilities) {
+        if (added.path == v.path) {
+          cap = normalizeCapability(added.value);
+        }
+      }
+    }
+    return "remove " + cap + " from the added capabilities of " + describeContainerAt(pod, v.path);
+  }
+  if (rule == kRequireSidecar) {
+    if (std::string_view key = keyOf(v.path, pod.labels.path); !key.empty()) {
+      return "remove the sidecar opt-out label " + std::string(key);
+    }
+    if (std::string_view key = keyOf(v.path, pod.annotations.path); !key.empty()) {
+      return "remove the sidecar opt-out annotation " + std::string(key);
+    }
+    std::string who =
+        v.path == pod.runAsUser.path ? std::string("the pod") : describeContainerAt(pod, v.path);
+    return "run " + who + " as a user other than " + std::to_string(kIstioProxyUid) +
+           " (reserved for the Istio proxy)";
+  }
+  if (rule == kRequireSegmentedNamespace) {
+    return "wait for the namespace to be segmented and retry";
+  }
+  return "fix it";
+}
+
+std::string subject(const PodFacts& pod) {
+  return "bulkhead: " + lower(pod.kind) + " \"" + pod.name + "\" in namespace \"" + pod.ns + "\"";
+}
+
+}  // namespace
+
+std::string normalizeCapability(std::string_view name) {
+  if (name.size() >= 4 && lower(name.substr(0, 4)) == "cap_") {
+    name.remove_prefix(4);
+  }
+  std::string out(name);
+  for (char& c : out) {
+    if (c >= 'a' && c <= 'z') {
+      c = static_cast<char>(c - 'a' + 'A');
+    }
+  }
+  return out;
+}
+
+std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy& policy,
+                                   const PodContext& context) {
+  const PodRules& rules = policy.podRules;
+  std::vector<Violation> out;
+  auto applies = [&](std::string_view rule, bool on) {
+    return on && !context.exemptedRules.contains(rule);
+  };
+  // Appends a rule's violations in path order.
+  auto emit = [&](std::vector<Violation> found) {
+    std::sort(found.begin(), found.end(),
+              [](const Violation& a, const Violation& b) { return pathLess(a.path, b.path); });
+    out.insert(out.end(), std::make_move_iterator(found.begin()),
+               std::make_move_iterator(found.end()));
+  };
+  auto flag = [](std::string_view rule, const Field<bool>& f) {
+    return Violation{std::string(rule), f.path, f.path + "=true"};
+  };
+
+  if (applies(kRequiredLabels, !rules.requiredLabels.empty())) {
+    std::vector<Violation> found;
+    std::set<std::string> seen;
+    for (const auto& key : rules.requiredLabels) {
+      if (!pod.labels.value.contains(key) && seen.insert(key).second) {
+        std::string path = keyPath(pod.labels.path, key);
+        found.push_back({std::string(kRequiredLabels), path, path + " is missing"});
+      }
+    }
+    emit(std::move(found));
+  }
+
+  if (applies(kForbidHostNetwork, rules.forbidHostNetwork) && pod.hostNetwork.value) {
+    emit({flag(kForbidHostNetwork, pod.hostNetwork)});
+  }
+
+  if (applies(kForbidHostPorts, rules.forbidHostPorts)) {
+    std::vector<Violation> found;
+    for (const auto& c : pod.containers) {
+      for (const auto& hp : c.hostPorts) {
+        if (hp.value != 0) {
+          found.push_back(
+              {std::string(kForbidHostPorts), hp.path, hp.path + "=" + std::to_string(hp.value)});
+        }
+      }
+    }
+    emit(std::move(found));
+  }
+
+  if (applies(kForbidHostPIDIPC, rules.forbidHostPIDIPC)) {
+    std::vector<Violation> found;
+    if (pod.hostPID.value) {
+      found.push_back(flag(kForbidHostPIDIPC, pod.hostPID));
+    }
+    if (pod.hostIPC.value) {
+      found.push_back(flag(kForbidHostPIDIPC, pod.hostIPC));
+    }
+    emit(std::move(found));
+  }
+
+  // "allowPrivilegeEscalation with privileged" (SPEC 3.1) is a privileged container too, so
+  // each privileged container is one violation, at its privileged field; allowPrivilegeEscalation
+  // alone is allowed.
+  if (applies(kForbidPrivileged, rules.forbidPrivileged)) {
+    std::vector<Violation> found;
+    for (const auto& c : pod.containers) {
+      if (c.privileged.value) {
+        found.push_back(flag(kForbidPrivileged, c.privileged));
+      }
+    }
+    emit(std::move(found));
+  }
+
+  if (applies(kForbiddenCapabilities, !rules.forbiddenCapabilities.empty())) {
+    std::set<std::string, std::less<>> forbidden;
+    for (const auto& cap : rules.forbiddenCapabilities) {
+      forbidden.insert(normalizeCapability(cap));
+    }
+    // Adding ALL adds every forbidden capability; forbidding ALL forbids adding any.
+    const bool anyForbidden = forbidden.contains("ALL");
+    std::vector<Violation> found;
+    for (const auto& c : pod.containers) {
+      for (const auto& added : c.addedCapabilities) {
+        std::string cap = normalizeCapability(added.value);
+        if (anyForbidden || cap == "ALL" || forbidden.contains(cap)) {
+          found.push_back({std::string(kForbiddenCapabilities), added.path,
+                           added.path + "=" + displayValue(added.value)});
+        }
+      }
+    }
+    emit(std::move(found));
+  }
+
+  if (applies(kRequireSidecar, rules.requireSidecar) && context.mtlsStrict) {
+    std::vector<Violation> found;
+    auto optOut = [&](const Field<Labels>& map, std::string_view key, std::string_view value) {
+      std::string path = keyPath(map.path, key);
+      found.push_back({std::string(kRequireSidecar), path, path + "=" + displayValue(value)});
+    };
+    if (auto it = pod.labels.value.find(std::string(kInjectKey));
+        it != pod.labels.value.end() && injectOptOut(it->second)) {
+      optOut(pod.labels, it->first, it->second);
+    }
+    for (const auto& [key, value] : pod.annotations.value) {
+      if ((key == kInjectKey && injectOptOut(value)) || trafficOptOut(key, value)) {
+        optOut(pod.annotations, key, value);
+      }
+    }
+    auto proxyUid = [&](const Field<std::optional<int64_t>>& uid) {
+      if (uid.value == kIstioProxyUid) {
+        found.push_back({std::string(kRequireSidecar), uid.path,
+                         uid.path + "=" + std::to_string(kIstioProxyUid)});
+      }
+    };
+    proxyUid(pod.runAsUser);
+    for (const auto& c : pod.containers) {
+      if (c.name != kIstioProxyContainer || c.kind == ContainerFacts::Kind::kEphemeral) {
+        proxyUid(c.runAsUser);
+      }
+    }
+    emit(std::move(found));
+  }
+
+  if (applies(kRequireSegmentedNamespace, rules.requireSegmentedNamespace) &&
+      !context.defaultDenyExists) {
+    emit({Violation{std::string(kRequireSegmentedNamespace), "metadata.namespace",
+                    "no NetworkPolicy " + std::string(kDefaultDenyName) + " in namespace \"" +
+                        pod.ns + "\" yet"}});
+  }
+  return out;
+}
+
+std::string denialMessage(const PodFacts& pod, const Violation& violation,
+                          const std::string& policyName) {
+  return subject(pod) + " violates " + violation.rule + " (" + violation.detail +
+         ") of SegmentationPolicy \"" + policyName + "\"; " + fixHint(pod, violation) +
+         " or request a SegmentationException";
+}
+
+std::string denialMessage(const PodFacts& pod, const std::vector<Violation>& violations,
+                          const std::string& policyName) {
+  if (violations.empty()) {
+    return "";
+  }
+  if (violations.size() == 1) {
+    return denialMessage(pod, violations.front(), policyName);
+  }
+  std::string out = subject(pod) + " has " + std::to_string(violations.size()) +
+                    " violations of SegmentationPolicy \"" + policyName + "\": ";
+  size_t shown = std::min(violations.size(), kMaxListedViolations);
+  for (size_t i = 0; i < shown; ++i) {
+    const Violation& v = violations[i];
+    out += v.rule + " (" + v.detail + "): " + fixHint(pod, v) + "; ";
+  }
+  if (shown < violations.size()) {
+    out += "and " + std::to_string(violations.size() - shown) + " more; ";
+  }
+  return out + "fix them or request a SegmentationException";
+}
+
+}  // namespace bulkhead::policy
