@@ -427,47 +427,49 @@ void SegmentationController::resyncLoop() {
   }
 }
 
-void SegmentationController::namespaceWorker() {
-  while (auto key = namespaceQueue_.get()) {
+void SegmentationController::runWorker(kube::WorkQueue& queue, const char* controller,
+                                       const std::function<Status(const std::string&)>& reconcile,
+                                       const std::function<void(const std::string&,
+                                                                const Status&)>& onError) {
+  while (auto key = queue.get()) {
     auto start = clock_->monotonicNow();
-    Status s = guarded([&] { return reconcileNamespace(*key); });
-    reconcileDuration(kNamespaceController)
+    Status s = guarded([&] { return reconcile(*key); });
+    reconcileDuration(controller)
         .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
     if (s.ok()) {
-      reconcileTotal(kNamespaceController, "success").inc();
-      namespaceQueue_.forget(*key);
+      reconcileTotal(controller, "success").inc();
+      queue.forget(*key);
     } else {
-      reconcileTotal(kNamespaceController, "error").inc();
-      log::warn("reconciling namespace failed", {{"namespace", *key}, {"error", s.toString()}});
-      {
-        std::lock_guard lock(mu_);
-        auto& state = namespaceStates_[*key];
-        state.converged = false;
-        state.error = s.toString();
-      }
-      enqueueAllPolicies(kStatusDelay);
-      namespaceQueue_.addRateLimited(*key);
+      reconcileTotal(controller, "error").inc();
+      log::warn("reconcile failed", {{"controller", controller}, {"key", *key},
+                                     {"error", s.toString()}});
+      onError(*key, s);
+      queue.addRateLimited(*key);
     }
-    namespaceQueue_.done(*key);
+    queue.done(*key);
   }
 }
 
+void SegmentationController::namespaceWorker() {
+  runWorker(
+      namespaceQueue_, kNamespaceController,
+      [this](const std::string& ns) { return reconcileNamespace(ns); },
+      [this](const std::string& ns, const Status& s) {
+        {
+          std::lock_guard lock(mu_);
+          auto& state = namespaceStates_[ns];
+          state.converged = false;
+          state.error = s.toString();
+        }
+        enqueueAllPolicies(kStatusDelay);  // the failure shows in the policy's Ready condition
+      });
+}
+
 void SegmentationController::policyWorker() {
-  while (auto key = policyQueue_.get()) {
-    auto start = clock_->monotonicNow();
-    Status s = guarded([&] { return reconcilePolicy(*key); });
-    reconcileDuration(kPolicyController)
-        .observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
-    if (s.ok()) {
-      reconcileTotal(kPolicyController, "success").inc();
-      policyQueue_.forget(*key);
-    } else {
-      reconcileTotal(kPolicyController, "error").inc();
-      log::warn("reconciling SegmentationPolicy failed", {{"policy", *key}, {"error", s.toString()}});
-      policyQueue_.addRateLimited(*key);
-    }
-    policyQueue_.done(*key);
-  }
+  runWorker(
+      policyQueue_, kPolicyController,
+      [this](const std::string& name) { return reconcilePolicy(name); },
+      [](const std::string&, const Status&) {});
 }
 
 std::vector<json> SegmentationController::managedObjects(const std::string& ns) const {
@@ -533,7 +535,7 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   kube::ObjectReference nsRef{"v1", "Namespace", nsName, nsName,
                               (*ns)["metadata"].value("uid", "")};
   int writes = 0;
-  std::map<std::string, std::pair<std::string, MonoTime>> pending;
+  std::map<std::string, std::pair<size_t, MonoTime>> pending;
   bool awaitingWatch = false;
   for (const auto& want : desired) {
     const json* have = find(want);
@@ -542,7 +544,7 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
     if (have != nullptr && policy::matchesDesired(*have, want)) {
       continue;
     }
-    std::string content = want.dump();
+    size_t content = std::hash<std::string>{}(want.dump());
     if (have == nullptr) {
       auto p = before.pending.find(pendingKey);
       if (p != before.pending.end() && p->second.first == content &&

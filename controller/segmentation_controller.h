@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,9 +65,10 @@ class SegmentationController {
     uint64_t factsVersion = 0;
     bool converged = false;  // every desired object existed and matched after the reconcile
     std::string error;       // the last reconcile error, if it failed
-    // Objects applied but not yet seen by the informer ("Kind/name" -> the applied content and
-    // when), so that a reconcile racing its own watch events does not write them again.
-    std::map<std::string, std::pair<std::string, MonoTime>> pending;
+    // Objects applied but not yet seen by the informer ("Kind/name" -> a hash of the applied
+    // content, and when), so that a reconcile racing its own watch events does not write them
+    // again.
+    std::map<std::string, std::pair<size_t, MonoTime>> pending;
   };
 
   void startIstioInformers();
@@ -75,6 +77,10 @@ class SegmentationController {
   void resyncLoop();
   void namespaceWorker();
   void policyWorker();
+  // Takes keys from `queue` until it shuts down: reconcile, count, requeue with backoff on error.
+  void runWorker(kube::WorkQueue& queue, const char* controller,
+                 const std::function<Status(const std::string&)>& reconcile,
+                 const std::function<void(const std::string&, const Status&)>& onError);
 
   Status reconcileNamespace(const std::string& ns);
   Status reconcilePolicy(const std::string& name);

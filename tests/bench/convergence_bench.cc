@@ -192,7 +192,18 @@ int run(int argc, char** argv) {
 
   // A full resync with nothing changed must write nothing. Touching an annotation of the policy
   // makes the controller reconcile every namespace, exactly as the periodic resync does.
+  // Let the follow-up reconciles of the convergence settle first, so that only the resync's
+  // reconciles are counted below.
   double reconcilesBefore = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+  for (int i = 0; i < 60; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    double now = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+    if (now == reconcilesBefore) {
+      break;
+    }
+    reconcilesBefore = now;
+  }
+  writes = scrape(metricsPort, "bulkhead_api_writes_total");
   (void)admin->mergePatch(kPolicies, "", "baseline",
                           {{"metadata", {{"annotations", {{"bench/touch", "1"}}}}}});
   auto resyncStart = Steady::now();
