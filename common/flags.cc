@@ -61,6 +61,10 @@ std::string formatDuration(std::chrono::milliseconds d) {
     return "0s";
   }
   std::string out;
+  if (ms < 0) {
+    out = "-";
+    ms = -ms;
+  }
   if (ms >= 3'600'000) {
     out += std::to_string(ms / 3'600'000) + "h";
     ms %= 3'600'000;

@@ -1,5 +1,7 @@
 #include "common/time_format.h"
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 
@@ -11,6 +13,32 @@ std::tm utc(WallTime t) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   return tm;
+}
+
+// Reads exactly `count` digits at `pos`.
+bool readDigits(std::string_view text, size_t& pos, size_t count, int* out) {
+  if (pos + count > text.size()) {
+    return false;
+  }
+  int value = 0;
+  for (size_t i = 0; i < count; ++i) {
+    char c = text[pos + i];
+    if (c < '0' || c > '9') {
+      return false;
+    }
+    value = value * 10 + (c - '0');
+  }
+  pos += count;
+  *out = value;
+  return true;
+}
+
+bool readChar(std::string_view text, size_t& pos, char lower, char upper) {
+  if (pos < text.size() && (text[pos] == lower || text[pos] == upper)) {
+    ++pos;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -33,35 +61,74 @@ std::string formatMicroTime(WallTime t) {
 }
 
 std::optional<WallTime> parseRfc3339(std::string_view text) {
-  std::string s(text);
-  std::tm tm{};
-  const char* rest = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  if (rest == nullptr) {
+  using namespace std::chrono;
+  auto malformed = [] { return std::optional<WallTime>(); };
+  size_t pos = 0;
+  int y = 0;
+  int mo = 0;
+  int d = 0;
+  int h = 0;
+  int mi = 0;
+  int s = 0;
+  if (!readDigits(text, pos, 4, &y) || !readChar(text, pos, '-', '-') ||
+      !readDigits(text, pos, 2, &mo) || !readChar(text, pos, '-', '-') ||
+      !readDigits(text, pos, 2, &d) || !readChar(text, pos, 't', 'T') ||
+      !readDigits(text, pos, 2, &h) || !readChar(text, pos, ':', ':') ||
+      !readDigits(text, pos, 2, &mi) || !readChar(text, pos, ':', ':') ||
+      !readDigits(text, pos, 2, &s)) {
+    return malformed();
+  }
+  year_month_day date{year(y), month(static_cast<unsigned>(mo)), day(static_cast<unsigned>(d))};
+  if (!date.ok() || h > 23 || mi > 59 || s > 59) {
+    return malformed();
+  }
+  int64_t nanos = 0;
+  if (readChar(text, pos, '.', '.')) {
+    size_t digits = 0;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      if (digits < 9) {
+        nanos = nanos * 10 + (text[pos] - '0');
+      }
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) {
+      return malformed();
+    }
+    for (size_t i = digits; i < 9; ++i) {
+      nanos *= 10;
+    }
+  }
+  int64_t offset = 0;
+  if (!readChar(text, pos, 'z', 'Z')) {
+    if (pos >= text.size() || (text[pos] != '+' && text[pos] != '-')) {
+      return malformed();
+    }
+    int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
+    int oh = 0;
+    int om = 0;
+    if (!readDigits(text, pos, 2, &oh) || !readChar(text, pos, ':', ':') ||
+        !readDigits(text, pos, 2, &om) || oh > 23 || om > 59) {
+      return malformed();
+    }
+    offset = sign * (int64_t{oh} * 3600 + om * 60);
+  }
+  if (pos != text.size()) {
+    return malformed();
+  }
+  int64_t secs = int64_t{sys_days(date).time_since_epoch().count()} * 86400 + int64_t{h} * 3600 +
+                 mi * 60 + s - offset;
+  // WallTime counts nanoseconds in an int64 on Linux: years 1677 to 2262. Keep a second of room
+  // for the fraction.
+  const int64_t maxSecs = duration_cast<seconds>(WallTime::duration::max()).count() - 1;
+  const int64_t minSecs = duration_cast<seconds>(WallTime::duration::min()).count() + 1;
+  if (secs > maxSecs || secs < minSecs) {
     return std::nullopt;
   }
-  WallTime t = std::chrono::system_clock::from_time_t(timegm(&tm));
-  if (*rest == '.') {
-    std::string frac;
-    for (++rest; *rest >= '0' && *rest <= '9'; ++rest) {
-      frac += *rest;
-    }
-    if (frac.empty()) {
-      return std::nullopt;
-    }
-    frac = (frac + "000000000").substr(0, 9);
-    t += std::chrono::duration_cast<WallTime::duration>(std::chrono::nanoseconds(std::stoll(frac)));
-  }
-  if (*rest == 'Z' || *rest == 'z') {
-    return rest[1] == '\0' ? std::optional<WallTime>(t) : std::nullopt;
-  }
-  int hh = 0, mm = 0;
-  char sign = *rest;
-  if ((sign == '+' || sign == '-') && std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) == 2 &&
-      std::string_view(rest).size() == 6) {
-    auto offset = std::chrono::hours(hh) + std::chrono::minutes(mm);
-    return sign == '+' ? t - offset : t + offset;
-  }
-  return std::nullopt;
+  return WallTime(duration_cast<WallTime::duration>(seconds(secs))) +
+         duration_cast<WallTime::duration>(nanoseconds(nanos));
 }
+
 
 }  // namespace bulkhead

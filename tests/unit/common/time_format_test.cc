@@ -20,6 +20,11 @@ TEST_CASE("RFC 3339 times format and parse as the API server writes them") {
   CHECK_FALSE(parseRfc3339("2027-01-15T08:00:00.Z").has_value());
   CHECK_FALSE(parseRfc3339("2027-01-15T08:00:00Zjunk").has_value());
   CHECK_FALSE(parseRfc3339("tomorrow").has_value());
+  CHECK(parseRfc3339("2027-01-15t08:00:00z") == system_clock::from_time_t(1'800'000'000));
+  CHECK_FALSE(parseRfc3339("2026-02-30T00:00:00Z").has_value());  // no such day
+  CHECK_FALSE(parseRfc3339("2026-01-01T00:00:60Z").has_value());
+  CHECK_FALSE(parseRfc3339("2026-01-01T00:00:00+0200").has_value());
+  CHECK_FALSE(parseRfc3339("9999-12-31T00:00:00Z").has_value());  // beyond WallTime
 }
 
 }  // namespace
