@@ -1,0 +1,76 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "policy/exceptions.h"
+#include "policy/pod_facts.h"
+#include "policy/segmentation_policy.h"
+
+// What the admission webhook decides (SPEC 3), as functions of the request's facts and a snapshot
+// of the cluster. Pure: the webhook decodes and looks things up, then asks here.
+namespace bulkhead::policy {
+
+struct Decision {
+  bool allowed = true;
+  int code = 200;       // 403 on denial
+  std::string message;  // the denial
+  std::vector<std::string> warnings;                    // Warn mode
+  std::map<std::string, std::string> auditAnnotations;  // Audit mode (and Warn)
+  std::vector<std::string> rules;  // the rules violated, for metrics ("" when none)
+
+  static Decision allow() { return {}; }
+  static Decision deny(std::string message, std::vector<std::string> rules) {
+    Decision d;
+    d.allowed = false;
+    d.code = 403;
+    d.message = std::move(message);
+    d.rules = std::move(rules);
+    return d;
+  }
+};
+
+inline constexpr const char* kAuditAnnotationKey = "violations";
+
+// A Pod or a workload's pod template in a namespace governed by `governing` (null: none governs,
+// always allowed). Applies the policy's mode: Enforce denies; Warn allows with one warning per
+// violation; Audit allows and records the violations in an audit annotation.
+struct PodReview {
+  const PodFacts* pod = nullptr;
+  const SegmentationPolicy* governing = nullptr;
+  bool meshAvailable = false;
+  bool defaultDenyExists = false;
+  const std::vector<SegmentationException>* exceptions = nullptr;  // in the pod's namespace
+  WallTime now;
+};
+Decision decidePod(const PodReview& review);
+
+// UPDATE or DELETE of an object Bulkhead generated (it carries the managed-by label): only the
+// controller's own user may do it.
+Decision decideGeneratedObjectChange(const std::string& operation, const std::string& kind,
+                                     const std::string& ns, const std::string& name,
+                                     const Labels& oldLabels, const std::string& username,
+                                     const std::string& controllerUsername);
+
+// A namespace's labels changing from `oldLabels` to `newLabels`: refused when it leaves every
+// policy's selection, unless the user is in the approver groups of the policy that governed it.
+Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
+                               const Labels& newLabels,
+                               const std::vector<SegmentationPolicy>& policies,
+                               const std::string& installNamespace, const UserInfo& user);
+
+// A Service in a namespace governed by `governing`: externalIPs always refused (CVE-2020-8554);
+// NodePort and LoadBalancer only with an exemption (`exposureAllowed`).
+struct ServiceFacts {
+  std::string name;
+  std::string ns;
+  std::string type = "ClusterIP";
+  bool hasExternalIPs = false;
+};
+Decision decideService(const ServiceFacts& service, const SegmentationPolicy* governing,
+                       bool exposureAllowed);
+
+}  // namespace bulkhead::policy
