@@ -1,7 +1,11 @@
 // bulkhead: zero-trust segmentation for Kubernetes. Flags, wiring and signals; nothing else.
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -17,7 +21,11 @@
 #include "kube/events.h"
 #include "kube/leader_election.h"
 #include "controller/segmentation_controller.h"
+#include "webhooks/admission_handler.h"
+#include "webhooks/certs.h"
+#include "webhooks/https_server.h"
 #include "webhooks/metrics_server.h"
+#include "webhooks/registration.h"
 
 namespace bulkhead {
 namespace {
@@ -41,7 +49,118 @@ struct Options {
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   std::int64_t workers = 4;
   std::string metricsBindAddress = ":8080";
+  std::string webhookUrl;
+  std::string webhookBindAddress;
+  std::string certDir;
+  std::string tlsMinVersion = "1.3";
+  std::string controllerUsername;
 };
+
+// The webhook: its HTTPS server, handler and (with --webhook-url) its own certificate and
+// registration. Runs on every replica.
+struct Webhook {
+  std::unique_ptr<webhooks::AdmissionHandler> handler;
+  std::unique_ptr<webhooks::HttpsServer> server;
+  std::string generatedCertDir;  // removed on shutdown
+
+  void stop() {
+    server->stop(std::chrono::seconds(5));
+    handler->stop();
+    if (!generatedCertDir.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(generatedCertDir, ignored);
+    }
+  }
+};
+
+bool writeFile(const std::string& path, const std::string& content) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) {
+    return false;
+  }
+  bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size();
+  return std::fclose(f) == 0 && ok;
+}
+
+StatusOr<Webhook> startWebhook(const Options& opts, kube::ClientPtr client, ClockPtr clock,
+                               const std::string& ns) {
+  std::string url = opts.webhookUrl;
+  auto scheme = url.find("://");
+  auto hostStart = scheme == std::string::npos ? 0 : scheme + 3;
+  auto pathStart = url.find('/', hostStart);
+  std::string hostPort = url.substr(hostStart, pathStart - hostStart);
+  auto colon = hostPort.rfind(':');
+  if (!url.starts_with("https://") || colon == std::string::npos) {
+    return invalidError("--webhook-url must look like https://HOST:PORT/validate");
+  }
+  std::string host = hostPort.substr(0, colon);
+  std::string certDir = opts.certDir;
+  std::string caPem;
+  std::string generatedCertDir;
+  if (certDir.empty()) {
+    // No certificates given: make a CA and a serving certificate for the URL's host.
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/bulkhead-webhook.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return internalError("cannot create a directory for the webhook certificate");
+    }
+    certDir = tmpl;
+    auto now = clock->now();
+    ASSIGN_OR_RETURN(auto ca, webhooks::makeCa("bulkhead-webhook-ca", now, std::chrono::hours(24 * 365)));
+    bool isIp = !host.empty() && (std::isdigit(static_cast<unsigned char>(host[0])) || host[0] == '[');
+    std::string bare = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+    ASSIGN_OR_RETURN(auto serving, webhooks::issueServingCertificate(
+                                       ca, isIp ? std::vector<std::string>{} : std::vector{bare},
+                                       isIp ? std::vector{bare} : std::vector<std::string>{}, now,
+                                       std::chrono::hours(24 * 90)));
+    if (!writeFile(certDir + "/tls.crt", serving.certPem) ||
+        !writeFile(certDir + "/tls.key", serving.keyPem) ||
+        !writeFile(certDir + "/ca.crt", ca.certPem)) {
+      return internalError("cannot write the webhook certificate to " + certDir);
+    }
+    caPem = ca.certPem;
+    generatedCertDir = certDir;
+    log::info("made a webhook CA and serving certificate", {{"dir", certDir}, {"host", bare}});
+  } else {
+    std::ifstream in(certDir + "/ca.crt");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    caPem = ss.str();
+  }
+  Webhook w;
+  w.generatedCertDir = generatedCertDir;
+  webhooks::AdmissionOptions aopts;
+  aopts.installNamespace = ns;
+  aopts.controllerUsername = opts.controllerUsername.empty()
+                                 ? "system:serviceaccount:" + ns + ":bulkhead"
+                                 : opts.controllerUsername;
+  w.handler = std::make_unique<webhooks::AdmissionHandler>(client, clock, aopts);
+  w.handler->start();
+  webhooks::HttpsServerOptions sopts;
+  sopts.bindAddress = opts.webhookBindAddress.empty() ? hostPort : opts.webhookBindAddress;
+  sopts.certFile = certDir + "/tls.crt";
+  sopts.keyFile = certDir + "/tls.key";
+  sopts.tlsMinVersion = opts.tlsMinVersion;
+  auto* handler = w.handler.get();
+  ASSIGN_OR_RETURN(w.server, webhooks::HttpsServer::start(
+                                 sopts, [handler](const webhooks::HttpRequest& r) {
+                                   return handler->handle(r);
+                                 }));
+  log::info("serving the admission webhook", {{"address", sopts.bindAddress},
+                                              {"port", w.server->port()}});
+  if (caPem.empty()) {
+    log::warn("no ca.crt in --cert-dir: the webhook configuration is not registered");
+    return w;
+  }
+  // Register only once the caches are ready, so that no request is answered blind.
+  for (int i = 0; i < 600 && !handler->ready() && !Shutdown::requested(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  RETURN_IF_ERROR(webhooks::registerWebhook(*client, webhooks::webhookConfiguration(url, caPem, ns))
+                      .withContext("registering the ValidatingWebhookConfiguration"));
+  log::info("registered the ValidatingWebhookConfiguration bulkhead", {{"url", url}});
+  return w;
+}
 
 std::string defaultIdentity() {
   char host[256] = {};
@@ -103,7 +222,18 @@ int serve(const Options& opts) {
   copts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
   copts.namespaceWorkers = static_cast<int>(opts.workers);
 
-  auto metricsServer = webhooks::MetricsServer::start(opts.metricsBindAddress, [] { return true; });
+  std::optional<Webhook> webhook;
+  if (!opts.webhookUrl.empty()) {
+    auto started = startWebhook(opts, *client, clock, ns);
+    if (!started.ok()) {
+      log::error("cannot start the webhook", {{"error", started.status().toString()}});
+      return 1;
+    }
+    webhook = std::move(*started);
+  }
+  auto* admission = webhook ? webhook->handler.get() : nullptr;
+  auto metricsServer = webhooks::MetricsServer::start(
+      opts.metricsBindAddress, [admission] { return admission == nullptr || admission->ready(); });
   if (!metricsServer.ok()) {
     log::error("cannot start the metrics server", {{"error", metricsServer.status().toString()}});
     return 1;
@@ -136,6 +266,9 @@ int serve(const Options& opts) {
     startControllers();
     Shutdown::wait();
     boundShutdown(opts.shutdownTimeout);
+    if (webhook) {
+      webhook->stop();
+    }
     stopControllers();
     events->stop();
     return 0;
@@ -157,6 +290,9 @@ int serve(const Options& opts) {
   });
   Shutdown::wait();
   boundShutdown(opts.shutdownTimeout);
+  if (webhook) {
+    webhook->stop();
+  }
   elector.stop();
   electing.join();
   events->stop();
@@ -198,6 +334,17 @@ int run(int argc, char** argv) {
   flags.addInt("workers", &opts.workers, "concurrent namespace reconciles");
   flags.addString("metrics-bind-address", &opts.metricsBindAddress,
                   "host:port of /metrics, /healthz and /readyz (plain HTTP)");
+  flags.addString("webhook-url", &opts.webhookUrl,
+                  "serve the admission webhook and register it at this URL "
+                  "(https://HOST:PORT/validate); makes its own certificate unless --cert-dir");
+  flags.addString("webhook-bind-address", &opts.webhookBindAddress,
+                  "host:port the webhook listens on (default: the --webhook-url's)");
+  flags.addString("cert-dir", &opts.certDir,
+                  "directory with tls.crt, tls.key (reloaded on change) and ca.crt");
+  flags.addString("tls-min-version", &opts.tlsMinVersion, "1.3 or 1.2");
+  flags.addString("controller-username", &opts.controllerUsername,
+                  "the only user allowed to change generated objects "
+                  "(default system:serviceaccount:NAMESPACE:bulkhead)");
 
   auto positional = flags.parse(argc, argv);
   if (!positional.ok()) {

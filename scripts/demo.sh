@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine: starts a real local Kubernetes control plane
 # (etcd + kube-apiserver), installs Bulkhead's CRDs and chart with Helm, runs the `bulkhead`
-# controller as the chart's ServiceAccount, and shows namespaces being segmented and drift repaired.
+# controller and admission webhook as the chart's ServiceAccount, and shows namespaces being
+# segmented, drift repaired, and a pod that would break segmentation being rejected.
 #
 #   scripts/demo.sh          run and clean up
 #   scripts/demo.sh --keep   leave everything running and print how to use it
@@ -45,7 +46,7 @@ kubectl wait --for condition=established --timeout=60s \
 show helm install bulkhead charts/bulkhead --namespace bulkhead-system --create-namespace \
   "| grep -E '^(NAME|STATUS)'"
 
-step "Running bulkhead as the chart's ServiceAccount (a real token, least-privilege RBAC)"
+step "Running bulkhead (controller + webhook) as the chart's ServiceAccount (a real token)"
 sa="$dir/serviceaccount"
 mkdir -p "$sa"
 cp "$TESTENV_CA" "$sa/ca.crt"
@@ -54,13 +55,14 @@ kubectl create token bulkhead -n bulkhead-system --duration 2h > "$sa/token"
 KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="${TESTENV_APISERVER_URL##*:}" \
   KUBECONFIG= build/bin/bulkhead --service-account-dir "$sa" --leader-elect \
   --metrics-bind-address 127.0.0.1:0 --mesh-discovery-interval 2s \
+  --webhook-url "https://127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')/validate" \
   >"$dir/bulkhead.log" 2>&1 &
 controller_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '"became leader"' "$dir/bulkhead.log" && break
+for _ in $(seq 1 300); do
+  grep -q '"registered the ValidatingWebhookConfiguration' "$dir/bulkhead.log" && break
   sleep 0.1
 done
-grep -E 'connected|became leader' "$dir/bulkhead.log" | cut -c1-160
+grep -E 'connected|became leader|serving the admission|registered the' "$dir/bulkhead.log" | cut -c1-160
 
 step "Three namespaces, two of them labelled zero-trust=on, and a SegmentationPolicy"
 show kubectl create namespace shop
@@ -85,7 +87,22 @@ show kubectl get segpol
 show kubectl get networkpolicies,peerauthentications -A -l app.kubernetes.io/managed-by=bulkhead
 show kubectl get networkpolicy bulkhead-default-deny -n shop -o jsonpath="'{.spec}{\"\\n\"}'"
 
-step "Drift is repaired: delete the default-deny in shop and watch it come back"
+step "A pod on the host network would bypass every NetworkPolicy: rejected"
+pod() {
+  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","namespace":"%s","labels":{"app.kubernetes.io/name":"web"}},"spec":{%s"containers":[{"name":"web","image":"nginx"}]}}' "$1" "$2" "$3"
+}
+for _ in $(seq 1 50); do  # the API server picks the webhook up within a moment
+  pod probe shop '"hostNetwork":true,' | kubectl create --dry-run=server -f - >/dev/null 2>&1 || break
+  sleep 0.2
+done
+show "pod web-1 shop '\"hostNetwork\":true,' | kubectl create -f - || true"
+show "pod web-1 shop '' | kubectl create -f -"
+
+step "Generated objects are guarded: a user may not delete them"
+show "kubectl delete networkpolicy bulkhead-default-deny -n shop || true"
+
+step "Drift is repaired even past the webhook: remove the webhook, delete the default-deny"
+show kubectl delete validatingwebhookconfiguration bulkhead
 show kubectl delete networkpolicy bulkhead-default-deny -n shop
 sleep 1
 show kubectl get networkpolicy bulkhead-default-deny -n shop

@@ -16,12 +16,15 @@
 #include "kube/client_impl.h"
 #include "kube/config.h"
 #include "policy/segmentation.h"
+#include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead {
 namespace {
 
+using testing::BulkheadProcess;
 using testing::ControlPlane;
+using testing::serviceAccountDir;
 using kube::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
@@ -58,83 +61,10 @@ bool eventually(seconds timeout, const std::function<bool()>& condition) {
   return condition();
 }
 
-void run(const std::string& script, const std::string& input = "") {
-  auto r = ControlPlane::get().shell(script, input);
+void run(const std::string& script) {
+  auto r = ControlPlane::get().shell(script);
   REQUIRE_MESSAGE(r.exitCode == 0, script << "\n" << r.out << r.err);
 }
-
-// Installs Bulkhead's CRD and the chart's ServiceAccount + RBAC once, and lays out a real token
-// of that ServiceAccount like /var/run/secrets/kubernetes.io/serviceaccount.
-const std::string& serviceAccountDir() {
-  static std::string dir = [] {
-    auto& cp = ControlPlane::get();
-    run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/crds/ >/dev/null && "
-        "kubectl wait --for condition=established --timeout=60s "
-        "crd/segmentationpolicies.bulkhead.dev >/dev/null");
-    run("kubectl create namespace bulkhead-system >/dev/null && "
-        "helm template bulkhead " BULKHEAD_SOURCE_DIR "/charts/bulkhead --namespace bulkhead-system "
-        "--kube-version 1.35.4 --show-only templates/serviceaccount.yaml "
-        "--show-only templates/rbac.yaml "
-        "| kubectl apply -f - >/dev/null");
-    std::string d = cp.dir() + "/controller-sa";
-    run("mkdir -p " + d + " && cp \"$TESTENV_CA\" " + d + "/ca.crt && echo bulkhead-system > " + d +
-        "/namespace && kubectl create token bulkhead -n bulkhead-system --duration 6h > " + d +
-        "/token");
-    return d;
-  }();
-  return dir;
-}
-
-// The `bulkhead` binary as a child process, in-cluster style (service-account token), leader
-// elected. Stopped with SIGTERM when the test ends.
-class ControllerProcess {
- public:
-  explicit ControllerProcess(const std::string& logName) {
-    auto& cp = ControlPlane::get();
-    std::string saDir = serviceAccountDir();
-    std::string port = cp.url().substr(cp.url().rfind(':') + 1);
-    const char* logDir = std::getenv("BULKHEAD_TEST_LOG_DIR");  // keep logs for debugging
-    log_ = (logDir ? std::string(logDir) : cp.dir()) + "/" + logName + ".log";
-    const std::string& log = log_;
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
-      setenv("KUBERNETES_SERVICE_PORT", port.c_str(), 1);
-      unsetenv("KUBECONFIG");
-      execl(BULKHEAD_BINARY, "bulkhead", "--service-account-dir", saDir.c_str(),
-            "--leader-elect", "--leader-election-identity", "controller-under-test",
-            "--metrics-bind-address", "127.0.0.1:0", "--mesh-discovery-interval", "500ms",
-            "--kube-qps", "200", "--kube-burst", "400", nullptr);
-      _exit(127);
-    }
-  }
-  ~ControllerProcess() { stop(SIGTERM); }
-  // A counter or gauge family's total from the process's /metrics (port read from its log).
-  double metric(const std::string& family) const {
-    auto r = ControlPlane::get().shell(
-        "port=$(grep -o '\"msg\":\"serving metrics\".*\"port\":[0-9]*' '" + log_ +
-        "' | grep -o '[0-9]*$'); curl -fsS http://127.0.0.1:$port/metrics | grep '^" + family +
-        "[{ ]' | awk '{s+=$NF} END {print s+0}'");
-    REQUIRE_MESSAGE(r.exitCode == 0, r.err);
-    return std::stod(r.out);
-  }
-
-  void stop(int sig) {
-    if (pid_ > 0) {
-      kill(pid_, sig);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_;
-};
 
 void createNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
   json ns = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}};
@@ -216,7 +146,7 @@ std::string conditionMessage(const json& st, const std::string& type) {
 
 TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, unselect, delete") {
   serviceAccountDir();
-  ControllerProcess controller("controller-main");
+  BulkheadProcess controller("controller-main");
   json zeroTrust = policyObject("zero-trust",
                                 {{"namespaceSelector", {{"matchLabels", {{"zero-trust", "on"}}}}}});
   REQUIRE(admin()->create(kPolicies, zeroTrust).ok());
@@ -388,13 +318,13 @@ TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, not
   }
   bool mesh = *admin()->isServed("security.istio.io", "v1", "peerauthentications");
   {
-    ControllerProcess first("controller-kill");
+    BulkheadProcess first("controller-kill");
     // Kill it part-way: once some, but not all, namespaces have their objects.
     CHECK(eventually(seconds(30), [&] { return !generated("bulk-0", mesh).empty() ||
                                                 !generated("bulk-199", mesh).empty(); }));
     first.stop(SIGKILL);
   }
-  ControllerProcess second("controller-restart");
+  BulkheadProcess second("controller-restart");
   CHECK(eventually(seconds(60), [&] {
     json s = status("bulk");
     return s.value("segmentedNamespaces", -1) == 200 && conditionStatus(s, "Ready") == "True";

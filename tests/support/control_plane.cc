@@ -15,6 +15,7 @@ namespace bulkhead::testing {
 namespace {
 
 std::unique_ptr<ControlPlane> gInstance;
+std::vector<std::function<void()>> gTeardown;
 // Copies of the paths as C strings, for the signal handler (which must not allocate).
 char gScript[4096];
 char gDir[4096];
@@ -94,7 +95,13 @@ bool ControlPlane::start() {
   return true;
 }
 
+void ControlPlane::atTeardown(std::function<void()> fn) { gTeardown.push_back(std::move(fn)); }
+
 void ControlPlane::stop() {
+  for (auto it = gTeardown.rbegin(); it != gTeardown.rend(); ++it) {
+    (*it)();
+  }
+  gTeardown.clear();
   if (gInstance) {
     run({gInstance->scriptsDir_ + "/testenv.sh", "stop", gInstance->dir_});
     gInstance.reset();

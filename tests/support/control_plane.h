@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,10 @@ class ControlPlane {
   // Stops or starts only the kube-apiserver (same port, same etcd data).
   void stopApiServer() const;
   void startApiServer() const;
+
+  // Runs `fn` after the last test case, before the control plane stops (e.g. to stop a process
+  // shared by several test cases).
+  static void atTeardown(std::function<void()> fn);
 
   // For integration_main only.
   static bool start();

@@ -1,0 +1,167 @@
+// The admission webhook through the real API server: `bulkhead --webhook-url` makes its own
+// certificate, serves HTTPS on loopback and registers the ValidatingWebhookConfiguration; the API
+// server calls it for every guarded request.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+
+#include "tests/support/bulkhead_process.h"
+#include "tests/support/control_plane.h"
+
+namespace bulkhead::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+int freePort() {
+  auto r = shell("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+                 "print(s.getsockname()[1])'");
+  return std::stoi(r.out);
+}
+
+bool eventually(seconds timeout, const std::function<bool()>& condition) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  return condition();
+}
+
+ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
+  return ControlPlane::get().kubectl(args, input);
+}
+
+const char* kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
+
+std::string pod(const std::string& name, const std::string& ns, const std::string& extraSpec,
+                const std::string& labels = R"({"app.kubernetes.io/name": "web"})") {
+  return R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": ")" + name +
+         R"(", "namespace": ")" + ns + R"(", "labels": )" + labels + R"(},
+    "spec": {)" + extraSpec + R"("containers": [{"name": "web", "image": "nginx"}]}})";
+}
+
+// One webhook process for the whole binary (its registration is cluster-wide).
+BulkheadProcess& webhook() {
+  static BulkheadProcess* process = [] {
+    auto* p = new BulkheadProcess(
+        "webhook", {"--webhook-url",
+                    "https://127.0.0.1:" + std::to_string(freePort()) + "/validate"});
+    ControlPlane::atTeardown([p] { delete p; });
+    REQUIRE(p->waitForLog("registered the ValidatingWebhookConfiguration", 60));
+    auto policies = kubectl({"apply", "-f", "-"}, R"(
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: baseline}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: "on"}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: lenient}
+spec:
+  mode: Warn
+  namespaceSelector: {matchLabels: {zero-trust: "warn"}}
+)");
+    REQUIRE_MESSAGE(policies.exitCode == 0, policies.err);
+    REQUIRE(kubectl({"create", "namespace", "shop"}).exitCode == 0);
+    REQUIRE(kubectl({"label", "namespace", "shop", "zero-trust=on"}).exitCode == 0);
+    REQUIRE(kubectl({"create", "namespace", "lab"}).exitCode == 0);
+    REQUIRE(kubectl({"label", "namespace", "lab", "zero-trust=warn"}).exitCode == 0);
+    // Wait until the namespace is segmented and the webhook's caches know the policies: a pod
+    // on the host network is then refused.
+    REQUIRE(eventually(seconds(30), [] {
+      return kubectl({"get", "networkpolicy", "bulkhead-default-deny", "-n", "shop"}).exitCode == 0;
+    }));
+    REQUIRE(eventually(seconds(30), [] {
+      return kubectl({"create", "--dry-run=server", "-f", "-"},
+                     pod("probe", "shop", R"("hostNetwork": true,)"))
+                 .exitCode != 0;
+    }));
+    return p;
+  }();
+  return *process;
+}
+
+TEST_CASE("a pod on the host network is denied with the exact message; the fix is admitted") {
+  webhook();
+  auto denied = kubectl({"create", "-f", "-"}, pod("web-1", "shop", R"("hostNetwork": true,)"));
+  CHECK(denied.exitCode != 0);
+  CHECK_MESSAGE(denied.err.find(std::string(kDenied) +
+                                "bulkhead: pod \"web-1\" in namespace \"shop\" violates "
+                                "forbidHostNetwork (spec.hostNetwork=true) of SegmentationPolicy "
+                                "\"baseline\"; remove hostNetwork or request a "
+                                "SegmentationException") != std::string::npos,
+                denied.err);
+  CHECK(kubectl({"get", "pod", "web-1", "-n", "shop"}).exitCode != 0);
+  auto fixed = kubectl({"create", "-f", "-"}, pod("web-1", "shop", ""));
+  CHECK_MESSAGE(fixed.exitCode == 0, fixed.err);
+  kubectl({"delete", "pod", "web-1", "-n", "shop", "--wait=false"});
+}
+
+TEST_CASE("a missing identity label and a privileged init container of a Deployment are denied") {
+  webhook();
+  auto unlabelled = kubectl({"create", "-f", "-"}, pod("anon", "shop", "", "{}"));
+  CHECK(unlabelled.exitCode != 0);
+  CHECK(unlabelled.err.find("violates requiredLabels") != std::string::npos);
+  const std::string deployment = R"({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "api", "namespace": "shop"},
+    "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "api"}},
+      "template": {"metadata": {"labels": {"app.kubernetes.io/name": "api"}},
+        "spec": {"initContainers": [{"name": "setup", "image": "busybox",
+                                     "securityContext": {"privileged": true}}],
+                 "containers": [{"name": "api", "image": "api"}]}}}})";
+  auto denied = kubectl({"create", "-f", "-"}, deployment);
+  CHECK(denied.exitCode != 0);
+  CHECK_MESSAGE(denied.err.find("deployment \"api\" in namespace \"shop\" violates "
+                                "forbidPrivileged (spec.template.spec.initContainers[0]."
+                                "securityContext.privileged=true)") != std::string::npos,
+                denied.err);
+}
+
+TEST_CASE("Warn mode admits and kubectl prints the warning") {
+  webhook();
+  auto warned = kubectl({"create", "-f", "-"}, pod("tool", "lab", R"("hostNetwork": true,)"));
+  CHECK_MESSAGE(warned.exitCode == 0, warned.err);
+  CHECK(warned.err.find("Warning: bulkhead: pod \"tool\" in namespace \"lab\" violates "
+                        "forbidHostNetwork") != std::string::npos);
+  kubectl({"delete", "pod", "tool", "-n", "lab", "--wait=false"});
+}
+
+TEST_CASE("--dry-run=server writes nothing; excluded namespaces are untouched") {
+  webhook();
+  auto dry = kubectl({"create", "--dry-run=server", "-f", "-"}, pod("dry", "shop", ""));
+  CHECK_MESSAGE(dry.exitCode == 0, dry.err);
+  CHECK(kubectl({"get", "pod", "dry", "-n", "shop"}).exitCode != 0);
+  auto system = kubectl({"create", "--dry-run=server", "-f", "-"},
+                        pod("sys", "kube-system", R"("hostNetwork": true,)", "{}"));
+  CHECK_MESSAGE(system.exitCode == 0, system.err);
+}
+
+TEST_CASE("generated objects: a user may not delete them; the controller restores its own") {
+  webhook();
+  auto denied = kubectl({"delete", "networkpolicy", "bulkhead-default-deny", "-n", "shop"});
+  CHECK(denied.exitCode != 0);
+  CHECK(denied.err.find("bulkhead: networkpolicy \"bulkhead-default-deny\" in namespace \"shop\" "
+                        "is generated by Bulkhead for SegmentationPolicy \"baseline\"; \"admin\" "
+                        "may not delete it") != std::string::npos);
+  CHECK(kubectl({"get", "networkpolicy", "bulkhead-default-deny", "-n", "shop"}).exitCode == 0);
+}
+
+TEST_CASE("Services: externalIPs are refused in segmented namespaces") {
+  webhook();
+  auto denied = kubectl({"create", "-f", "-"}, R"({"apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": "leak", "namespace": "shop"},
+    "spec": {"ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}})");
+  CHECK(denied.exitCode != 0);
+  CHECK(denied.err.find("sets spec.externalIPs, which segmented namespaces never allow "
+                        "(CVE-2020-8554)") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulkhead::testing

@@ -1,0 +1,254 @@
+#include "webhooks/admission_handler.h"
+
+#include <set>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "policy/segmentation.h"
+
+namespace bulkhead::webhooks {
+namespace {
+
+using nlohmann::json;
+
+const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
+                                   "SegmentationPolicy", false};
+const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
+                                     "SegmentationException", true};
+
+const std::set<std::string> kWorkloads = {"deployments", "statefulsets", "daemonsets",
+                                          "replicasets", "jobs", "cronjobs"};
+const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentications",
+                                               "authorizationpolicies"};
+
+kube::InformerOptions informerOptions(const kube::ResourceType& type, std::string selector = "") {
+  kube::InformerOptions o;
+  o.type = type;
+  o.labelSelector = std::move(selector);
+  return o;
+}
+
+metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
+                                const std::string& mode) {
+  return metrics::defaultRegistry()
+      .counter("bulkhead_admission_requests_total", "Admission reviews by rule, decision and mode.",
+               {"rule", "decision", "mode"})
+      .labels({rule, decision, mode});
+}
+
+metrics::Histogram& duration() {
+  static auto& h = metrics::defaultRegistry()
+                       .histogram("bulkhead_admission_duration_seconds",
+                                  "Time to decide one admission review.", {})
+                       .labels({});
+  return h;
+}
+
+HttpResponse text(int status, std::string message) {
+  return {status, "text/plain; charset=utf-8", std::move(message) + "\n"};
+}
+
+}  // namespace
+
+AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock,
+                                   AdmissionOptions options)
+    : client_(std::move(client)),
+      clock_(std::move(clock)),
+      options_(std::move(options)),
+      decoded_(std::make_shared<const std::vector<policy::SegmentationPolicy>>()) {
+  namespaces_ = std::make_unique<kube::Informer>(client_, clock_,
+                                                 informerOptions(kube::resources::kNamespaces));
+  policies_ = std::make_unique<kube::Informer>(client_, clock_, informerOptions(kPolicies));
+  networkPolicies_ = std::make_unique<kube::Informer>(
+      client_, clock_,
+      informerOptions(kube::resources::kNetworkPolicies,
+                      std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue));
+  exceptions_ = std::make_unique<kube::Informer>(client_, clock_, informerOptions(kExceptions));
+  auto rebuild = [this](const json&) { rebuildPolicies(); };
+  policies_->addEventHandlers(
+      {rebuild, [rebuild](const json&, const json& o) { rebuild(o); }, rebuild});
+}
+
+AdmissionHandler::~AdmissionHandler() { stop(); }
+
+void AdmissionHandler::start() {
+  namespaces_->start();
+  policies_->start();
+  networkPolicies_->start();
+  exceptions_->start();
+  auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
+  std::lock_guard lock(mu_);
+  meshAvailable_ = served.ok() && *served;
+}
+
+void AdmissionHandler::stop() {
+  for (auto* inf : {namespaces_.get(), policies_.get(), networkPolicies_.get(), exceptions_.get()}) {
+    inf->stop();
+  }
+}
+
+bool AdmissionHandler::ready() const {
+  return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced();
+}
+
+void AdmissionHandler::rebuildPolicies() {
+  auto decoded = std::make_shared<std::vector<policy::SegmentationPolicy>>();
+  for (const auto& o : policies_->store().list()) {
+    if (auto p = policy::decodeSegmentationPolicy(*o); p.ok()) {
+      decoded->push_back(std::move(*p));
+    }
+  }
+  std::lock_guard lock(mu_);
+  decoded_ = std::move(decoded);
+}
+
+std::vector<policy::SegmentationPolicy> AdmissionHandler::policies() const {
+  std::lock_guard lock(mu_);
+  return *decoded_;
+}
+
+const policy::SegmentationPolicy* AdmissionHandler::governing(
+    const std::vector<policy::SegmentationPolicy>& all, const std::string& ns) const {
+  kube::ObjectPtr nsObj = namespaces_->store().get(ns);
+  policy::NamespaceFacts facts{ns, nsObj ? policy::labelsOf(*nsObj) : policy::Labels{}};
+  if (!nsObj) {
+    // Not in the cache yet (created a moment ago): the API server sets this label itself.
+    facts.labels[policy::kNamespaceNameLabel] = ns;
+  }
+  return policy::governingPolicy(all, facts, options_.installNamespace);
+}
+
+policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
+  auto all = policies();
+  const std::string& resource = req.resource;
+  bool podLike = (resource == "pods" && (req.subResource.empty() ||
+                                         req.subResource == "ephemeralcontainers")) ||
+                 (kWorkloads.contains(resource) && req.subResource.empty());
+  if (podLike && (req.operation == "CREATE" || req.operation == "UPDATE")) {
+    auto facts = policy::decodePodFacts(req.object);
+    if (!facts.ok()) {
+      return policy::Decision::deny("bulkhead: cannot read the " + req.kind + ": " +
+                                        facts.status().message(),
+                                    {"malformed"});
+    }
+    facts->ns = req.ns;
+    if (facts->name.empty()) {
+      facts->name = req.name;
+    }
+    const policy::SegmentationPolicy* gov = governing(all, req.ns);
+    std::vector<policy::SegmentationException> exceptions;
+    for (const auto& o : exceptions_->store().byNamespace(req.ns)) {
+      if (auto ex = policy::decodeSegmentationException(*o); ex.ok()) {
+        exceptions.push_back(std::move(*ex));
+      }
+    }
+    bool mesh;
+    {
+      std::lock_guard lock(mu_);
+      mesh = meshAvailable_;
+    }
+    policy::PodReview review{&*facts,
+                             gov,
+                             mesh,
+                             networkPolicies_->store().contains(req.ns + "/bulkhead-default-deny"),
+                             &exceptions,
+                             clock_->now()};
+    return policy::decidePod(review);
+  }
+  if (kGeneratedKinds.contains(resource) &&
+      (req.operation == "UPDATE" || req.operation == "DELETE")) {
+    return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name,
+                                               policy::labelsOf(req.oldObject), req.user.username,
+                                               options_.controllerUsername);
+  }
+  if (resource == "namespaces" && req.operation == "UPDATE") {
+    return policy::decideNamespaceLabels(req.name, policy::labelsOf(req.oldObject),
+                                         policy::labelsOf(req.object), all,
+                                         options_.installNamespace, req.user);
+  }
+  if (resource == "services" && (req.operation == "CREATE" || req.operation == "UPDATE")) {
+    policy::ServiceFacts svc;
+    svc.name = req.name;
+    svc.ns = req.ns;
+    if (auto spec = req.object.find("spec"); spec != req.object.end() && spec->is_object()) {
+      if (auto t = spec->find("type"); t != spec->end() && t->is_string()) {
+        svc.type = t->get<std::string>();
+      }
+      if (auto ips = spec->find("externalIPs"); ips != spec->end() && ips->is_array()) {
+        svc.hasExternalIPs = !ips->empty();
+      }
+    }
+    return policy::decideService(svc, governing(all, req.ns), false);
+  }
+  if (resource == "segmentationexceptions") {
+    policy::ExceptionReview review;
+    review.operation = req.operation;
+    if (!req.object.is_null()) {
+      review.object = req.object;
+    }
+    if (!req.oldObject.is_null()) {
+      review.oldObject = req.oldObject;
+    }
+    review.user = req.user;
+    auto denial = policy::checkExceptionRequest(review, governing(all, req.ns), clock_->now());
+    return denial ? policy::Decision::deny(*denial, {"exception"}) : policy::Decision::allow();
+  }
+  return policy::Decision::allow();
+}
+
+HttpResponse AdmissionHandler::handle(const HttpRequest& request) {
+  std::string path = request.target.substr(0, request.target.find('?'));
+  if (path != "/validate") {
+    return text(404, "not found");
+  }
+  if (request.method != "POST") {
+    return text(405, "method not allowed: POST an AdmissionReview");
+  }
+  if (request.contentType.rfind("application/json", 0) != 0) {
+    return text(415, "Content-Type must be application/json");
+  }
+  if (!ready()) {
+    // Deciding from empty caches would allow everything; the API server's failurePolicy Fail
+    // turns this into a denial instead.
+    return text(503, "bulkhead: caches not synced yet");
+  }
+  auto start = clock_->monotonicNow();
+  auto req = decodeAdmissionReview(request.body);
+  if (!req.ok()) {
+    log::warn("bad admission request", {{"error", req.status().message()}});
+    return text(400, req.status().message());
+  }
+  policy::Decision decision;
+  try {
+    decision = decide(*req);
+  } catch (const std::exception& e) {
+    // Never allow by accident: an unexpected failure denies.
+    log::error("admission decision failed", {{"uid", req->uid}, {"error", e.what()}});
+    decision = policy::Decision::deny(std::string("bulkhead: internal error: ") + e.what(),
+                                      {"internal"});
+  }
+  const char* verdict = !decision.allowed          ? "deny"
+                        : !decision.warnings.empty() ? "warn"
+                        : !decision.rules.empty()    ? "audit"
+                                                     : "allow";
+  std::string mode = decision.rules.empty() ? "" : (decision.allowed ? verdict : "enforce");
+  if (decision.rules.empty()) {
+    requestsTotal("", verdict, mode).inc();
+  }
+  for (const auto& rule : decision.rules) {
+    requestsTotal(rule, verdict, mode).inc();
+  }
+  if (!decision.rules.empty()) {
+    log::info("admission", {{"uid", req->uid},
+                            {"resource", req->resource},
+                            {"namespace", req->ns},
+                            {"name", req->name},
+                            {"user", req->user.username},
+                            {"decision", verdict},
+                            {"dryRun", req->dryRun}});
+  }
+  duration().observe(std::chrono::duration<double>(clock_->monotonicNow() - start).count());
+  return {200, "application/json", encodeAdmissionReview(req->uid, decision)};
+}
+
+}  // namespace bulkhead::webhooks
