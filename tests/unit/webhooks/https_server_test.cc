@@ -102,8 +102,8 @@ PemPair makeCertificate(long serial, const std::string& commonName) {
   REQUIRE(X509_set_pubkey(cert.get(), key.get()) == 1);
   X509_NAME* name = X509_get_subject_name(cert.get());
   REQUIRE(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                     reinterpret_cast<const unsigned char*>(commonName.c_str()),
-                                     -1, -1, 0) == 1);
+                                     reinterpret_cast<const unsigned char*>(commonName.c_str()), -1,
+                                     -1, 0) == 1);
   REQUIRE(X509_set_issuer_name(cert.get(), name) == 1);
   REQUIRE(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0);
   PemPair pair;
@@ -269,9 +269,8 @@ class Client {
       response.status = std::atoi(statusLine.c_str() + 9);
       while (lineEnd != std::string::npos) {
         size_t next = head.find("\r\n", lineEnd + 2);
-        std::string line = head.substr(lineEnd + 2, next == std::string::npos
-                                                        ? std::string::npos
-                                                        : next - lineEnd - 2);
+        std::string line = head.substr(
+            lineEnd + 2, next == std::string::npos ? std::string::npos : next - lineEnd - 2);
         size_t colon = line.find(':');
         REQUIRE(colon != std::string::npos);
         std::string name = line.substr(0, colon);
@@ -377,7 +376,8 @@ HttpResponse plainResponse(int status, std::string contentType, std::string body
 
 std::string request(const std::string& target, const std::string& body = "",
                     const std::string& extraHeaders = "") {
-  return "POST " + target + " HTTP/1.1\r\nHost: webhook.test\r\nContent-Type: application/json\r\n" +
+  return "POST " + target +
+         " HTTP/1.1\r\nHost: webhook.test\r\nContent-Type: application/json\r\n" +
          "Content-Length: " + std::to_string(body.size()) + "\r\n" + extraHeaders + "\r\n" + body;
 }
 
@@ -480,9 +480,9 @@ TEST_CASE("HttpsServer: pipelined requests, chunked bodies and 100-continue") {
   CHECK(one->body == "POST /one application/json\n1");
   CHECK(two->body == "POST /two application/json\n22");
 
-  REQUIRE(client.send(
-      "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-      "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  REQUIRE(
+      client.send("POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   auto chunked = client.readResponse();
   REQUIRE(chunked);
   CHECK(chunked->body == "POST /chunked \nabcde");
@@ -595,6 +595,16 @@ TEST_CASE("HttpsServer: malformed requests are 400") {
   REQUIRE(res);
   CHECK(res->status == 400);
   CHECK(client.waitClosed(kPatience));
+
+  // Both a length and chunking: the request smuggling pattern.
+  Client smuggler(f.port());
+  REQUIRE(smuggler.ok());
+  smuggler.send(
+      "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\n\r\n");
+  auto smuggled = smuggler.readResponse();
+  REQUIRE(smuggled);
+  CHECK(smuggled->status == 400);
 
   Client h2(f.port());
   REQUIRE(h2.ok());
@@ -995,6 +1005,13 @@ TEST_CASE("HttpsServer: start() refuses bad options and a certificate that does 
 
   o = f.options();
   CHECK(HttpsServer::start(o, Handler()).status().code() == StatusCode::kInvalid);
+
+  HttpsServer& running = f.start(f.options());
+  o = f.options();
+  o.bindAddress = "127.0.0.1:" + std::to_string(running.port());
+  auto taken = HttpsServer::start(o, echo);
+  CHECK(taken.status().code() == StatusCode::kInvalid);
+  CHECK(taken.status().message().find("cannot listen") != std::string::npos);
 }
 
 }  // namespace
