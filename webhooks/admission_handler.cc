@@ -76,18 +76,42 @@ void AdmissionHandler::start() {
   policies_->start();
   networkPolicies_->start();
   exceptions_->start();
-  auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
-  std::lock_guard lock(mu_);
-  meshAvailable_ = served.ok() && *served;
+  discovery_ = std::thread([this] {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      lock.unlock();
+      auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
+      lock.lock();
+      if (served.ok()) {
+        meshAvailable_ = *served;
+        meshKnown_ = true;
+      }
+      cv_.wait_for(lock, std::chrono::seconds(10), [this] { return stopping_; });
+    }
+  });
 }
 
 void AdmissionHandler::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (discovery_.joinable()) {
+    discovery_.join();
+  }
   for (auto* inf : {namespaces_.get(), policies_.get(), networkPolicies_.get(), exceptions_.get()}) {
     inf->stop();
   }
 }
 
 bool AdmissionHandler::ready() const {
+  {
+    std::lock_guard lock(mu_);
+    if (!meshKnown_) {
+      return false;  // requireSidecar depends on it
+    }
+  }
   return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced();
 }
 

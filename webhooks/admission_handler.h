@@ -1,8 +1,10 @@
 #pragma once
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/clock.h"
@@ -52,8 +54,12 @@ class AdmissionHandler {
   std::unique_ptr<kube::Informer> exceptions_;
 
   mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::shared_ptr<const std::vector<policy::SegmentationPolicy>> decoded_;  // guarded by mu_
   bool meshAvailable_ = false;                                               // guarded by mu_
+  bool meshKnown_ = false;  // discovery answered once; guarded by mu_
+  bool stopping_ = false;   // guarded by mu_
+  std::thread discovery_;  // re-checks whether Istio is served (it may be installed later)
 };
 
 }  // namespace bulkhead::webhooks

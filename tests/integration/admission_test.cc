@@ -49,6 +49,11 @@ std::string pod(const std::string& name, const std::string& ns, const std::strin
 // One webhook process for the whole binary (its registration is cluster-wide).
 BulkheadProcess& webhook() {
   static BulkheadProcess* process = [] {
+    // Istio is served from the start, so STRICT mTLS (and requireSidecar) applies.
+    auto istio = ControlPlane::get().shell(
+        "kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait "
+        "--for condition=established --timeout=60s crd/peerauthentications.security.istio.io");
+    REQUIRE_MESSAGE(istio.exitCode == 0, istio.err);
     auto* p = new BulkheadProcess(
         "webhook", {"--webhook-url",
                     "https://127.0.0.1:" + std::to_string(freePort()) + "/validate"});
@@ -67,12 +72,21 @@ metadata: {name: lenient}
 spec:
   mode: Warn
   namespaceSelector: {matchLabels: {zero-trust: "warn"}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: watching}
+spec:
+  mode: Audit
+  namespaceSelector: {matchLabels: {zero-trust: "audit"}}
 )");
     REQUIRE_MESSAGE(policies.exitCode == 0, policies.err);
     REQUIRE(kubectl({"create", "namespace", "shop"}).exitCode == 0);
     REQUIRE(kubectl({"label", "namespace", "shop", "zero-trust=on"}).exitCode == 0);
     REQUIRE(kubectl({"create", "namespace", "lab"}).exitCode == 0);
     REQUIRE(kubectl({"label", "namespace", "lab", "zero-trust=warn"}).exitCode == 0);
+    REQUIRE(kubectl({"create", "namespace", "watched"}).exitCode == 0);
+    REQUIRE(kubectl({"label", "namespace", "watched", "zero-trust=audit"}).exitCode == 0);
     // Wait until the namespace is segmented and the webhook's caches know the policies: a pod
     // on the host network is then refused.
     REQUIRE(eventually(seconds(30), [] {
@@ -161,6 +175,100 @@ TEST_CASE("Services: externalIPs are refused in segmented namespaces") {
   CHECK(denied.exitCode != 0);
   CHECK(denied.err.find("sets spec.externalIPs, which segmented namespaces never allow "
                         "(CVE-2020-8554)") != std::string::npos);
+}
+
+std::string denial(const ProcessResult& r) {
+  auto at = r.err.find(kDenied);
+  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
+                                 : r.err.substr(at + std::string(kDenied).size());
+}
+
+TEST_CASE("host ports, host PID, added capabilities and sidecar opt-outs are denied by path") {
+  webhook();
+  auto hostPort = kubectl({"create", "-f", "-"},
+                          R"({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "hp", "namespace": "shop", "labels": {"app.kubernetes.io/name": "hp"}},
+    "spec": {"containers": [{"name": "web", "image": "nginx",
+                             "ports": [{"containerPort": 80, "hostPort": 8080}]}]}})");
+  CHECK(denial(hostPort).find("violates forbidHostPorts "
+                              "(spec.containers[0].ports[0].hostPort=8080)") != std::string::npos);
+  auto hostPid = kubectl({"create", "-f", "-"}, pod("pid", "shop", R"("hostPID": true,)"));
+  CHECK(denial(hostPid).find("violates forbidHostPIDIPC (spec.hostPID=true)") !=
+        std::string::npos);
+  auto caps = kubectl({"create", "-f", "-"}, R"({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "caps", "namespace": "shop", "labels": {"app.kubernetes.io/name": "c"}},
+    "spec": {"containers": [{"name": "web", "image": "nginx",
+      "securityContext": {"capabilities": {"add": ["CHOWN", "cap_net_admin"]}}}]}})");
+  CHECK(denial(caps).find("violates forbiddenCapabilities "
+                          "(spec.containers[0].securityContext.capabilities.add[1]=") !=
+        std::string::npos);
+  // Istio is served and the policy is STRICT: opting out of the sidecar is refused.
+  auto optOut = kubectl({"create", "-f", "-"}, R"({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "nosidecar", "namespace": "shop",
+                 "labels": {"app.kubernetes.io/name": "n", "sidecar.istio.io/inject": "false"}},
+    "spec": {"containers": [{"name": "web", "image": "nginx"}]}})");
+  CHECK(denial(optOut).find("violates requireSidecar") != std::string::npos);
+}
+
+TEST_CASE("an ephemeral container added through pods/ephemeralcontainers is checked too") {
+  webhook();
+  REQUIRE(kubectl({"create", "-f", "-"}, pod("debug-me", "shop", "")).exitCode == 0);
+  auto current = kubectl({"get", "pod", "debug-me", "-n", "shop", "-o", "json"});
+  REQUIRE(current.exitCode == 0);
+  auto withDebug = ControlPlane::get().shell(
+      "python3 -c 'import json,sys; p=json.load(sys.stdin); p[\"spec\"][\"ephemeralContainers\"]="
+      "[{\"name\":\"debug\",\"image\":\"busybox\",\"securityContext\":{\"capabilities\":"
+      "{\"add\":[\"NET_RAW\"]}}}]; print(json.dumps(p))' | kubectl replace --raw "
+      "/api/v1/namespaces/shop/pods/debug-me/ephemeralcontainers -f -",
+      current.out);
+  CHECK(withDebug.exitCode != 0);
+  CHECK_MESSAGE(withDebug.err.find("violates forbiddenCapabilities "
+                                   "(spec.ephemeralContainers[0].securityContext.capabilities."
+                                   "add[0]=") != std::string::npos,
+                withDebug.err);
+  kubectl({"delete", "pod", "debug-me", "-n", "shop", "--wait=false"});
+}
+
+TEST_CASE("a SegmentationException: identity is checked, and an active one exempts its pods") {
+  webhook();
+  const std::string exception = R"({"apiVersion": "bulkhead.dev/v1alpha1",
+    "kind": "SegmentationException", "metadata": {"name": "agent", "namespace": "shop"},
+    "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "agent"}},
+             "rules": ["forbidHostNetwork"], "reason": "vendor agent needs the host network",
+             "expiresAt": "EXPIRES", "requestedBy": "REQUESTER"}})";
+  auto fill = [&](const std::string& requester, int hours) {
+    std::string e = exception;
+    e.replace(e.find("REQUESTER"), 9, requester);
+    auto expires = shell("date -u -d '+" + std::to_string(hours) + " hours' +%Y-%m-%dT%H:%M:%SZ").out;
+    e.replace(e.find("EXPIRES"), 7, expires.substr(0, expires.size() - 1));
+    return e;
+  };
+  auto mismatch = kubectl({"create", "-f", "-"}, fill("mallory", 2));
+  CHECK(denial(mismatch).find("bulkhead: SegmentationException \"agent\" in namespace \"shop\"") !=
+        std::string::npos);
+  auto tooLong = kubectl({"create", "-f", "-"}, fill("admin", 200));
+  CHECK(denial(tooLong).find("more than") != std::string::npos);
+  auto agent = pod("agent-1", "shop", R"("hostNetwork": true,)",
+                   R"({"app.kubernetes.io/name": "agent"})");
+  CHECK(kubectl({"create", "--dry-run=server", "-f", "-"}, agent).exitCode != 0);
+  auto valid = kubectl({"create", "-f", "-"}, fill("admin", 2));
+  REQUIRE_MESSAGE(valid.exitCode == 0, valid.err);
+  CHECK(eventually(seconds(10), [&] {
+    return kubectl({"create", "--dry-run=server", "-f", "-"}, agent).exitCode == 0;
+  }));
+  kubectl({"delete", "segmentationexception", "agent", "-n", "shop"});
+}
+
+TEST_CASE("Audit mode admits and counts the violation") {
+  auto& process = webhook();
+  double before = process.metric("bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
+                                 "decision=\"audit\"");
+  auto audited = kubectl({"create", "--dry-run=server", "-f", "-"},
+                         pod("audited", "watched", R"("hostNetwork": true,)"));
+  CHECK_MESSAGE(audited.exitCode == 0, audited.err);
+  CHECK(audited.err.find("Warning") == std::string::npos);
+  CHECK(process.metric("bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
+                       "decision=\"audit\"") == before + 1);
 }
 
 }  // namespace

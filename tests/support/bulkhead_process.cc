@@ -96,10 +96,14 @@ void BulkheadProcess::stop(int signal) {
 }
 
 double BulkheadProcess::metric(const std::string& family) const {
+  // A bare family name sums all its samples; "name{label=\"v\"" sums the samples it prefixes.
+  std::string prefix = family.find('{') == std::string::npos ? family + "{" : family;
+  std::string bare = family.find('{') == std::string::npos ? family + " " : family;
   auto r = ControlPlane::get().shell(
       "port=$(grep -o '\"msg\":\"serving metrics\".*\"port\":[0-9]*' '" + log_ +
-      "' | grep -o '[0-9]*$'); curl -fsS http://127.0.0.1:$port/metrics | grep '^" + family +
-      "[{ ]' | awk '{s+=$NF} END {print s+0}'");
+      "' | grep -o '[0-9]*$'); curl -fsS http://127.0.0.1:$port/metrics | "
+      "P='" + prefix + "' B='" + bare + "' awk 'index($0, ENVIRON[\"P\"]) == 1 || "
+      "index($0, ENVIRON[\"B\"]) == 1 {s+=$NF} END {print s+0}'");
   REQUIRE_MESSAGE(r.exitCode == 0, r.err);
   return std::stod(r.out);
 }
