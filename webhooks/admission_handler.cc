@@ -64,6 +64,7 @@ AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock,
       informerOptions(kube::resources::kNetworkPolicies,
                       std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue));
   exceptions_ = std::make_unique<kube::Informer>(client_, clock_, informerOptions(kExceptions));
+  events_ = std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook");
   auto rebuild = [this](const json&) { rebuildPolicies(); };
   policies_->addEventHandlers(
       {rebuild, [rebuild](const json&, const json& o) { rebuild(o); }, rebuild});
@@ -103,6 +104,7 @@ void AdmissionHandler::stop() {
   for (auto* inf : {namespaces_.get(), policies_.get(), networkPolicies_.get(), exceptions_.get()}) {
     inf->stop();
   }
+  events_->stop();
 }
 
 bool AdmissionHandler::ready() const {
@@ -261,6 +263,10 @@ HttpResponse AdmissionHandler::handle(const HttpRequest& request) {
   }
   for (const auto& rule : decision.rules) {
     requestsTotal(rule, verdict, mode).inc();
+  }
+  if (std::string_view(verdict) == "audit" && !req->dryRun && !req->ns.empty()) {
+    events_->record({"v1", "Namespace", req->ns, req->ns, ""}, kube::EventRecorder::Type::kWarning,
+                    "PolicyViolation", decision.auditAnnotations[policy::kAuditAnnotationKey]);
   }
   if (!decision.rules.empty()) {
     log::info("admission", {{"uid", req->uid},

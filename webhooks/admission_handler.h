@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "kube/client.h"
+#include "kube/events.h"
 #include "kube/informer.h"
 #include "policy/admission.h"
 #include "webhooks/admission_review.h"
@@ -52,6 +53,8 @@ class AdmissionHandler {
   std::unique_ptr<kube::Informer> policies_;
   std::unique_ptr<kube::Informer> networkPolicies_;
   std::unique_ptr<kube::Informer> exceptions_;
+  // Audit mode records each violation as an Event on the namespace (never for dry runs).
+  std::unique_ptr<kube::EventRecorder> events_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -259,7 +259,60 @@ TEST_CASE("a SegmentationException: identity is checked, and an active one exemp
   kubectl({"delete", "segmentationexception", "agent", "-n", "shop"});
 }
 
-TEST_CASE("Audit mode admits and counts the violation") {
+TEST_CASE("every workload kind's pod template is checked") {
+  webhook();
+  const std::string spec = R"({"hostNetwork": true, "restartPolicy": "RESTART",
+      "containers": [{"name": "c", "image": "busybox"}]})";
+  const std::string labels = R"({"app.kubernetes.io/name": "w"})";
+  auto withRestart = [&](const std::string& policy) {
+    std::string s = spec;
+    s.replace(s.find("RESTART"), 7, policy);
+    return s;
+  };
+  auto templ = [&](const std::string& restart) {
+    return R"({"metadata": {"labels": )" + labels + R"(}, "spec": )" + withRestart(restart) + "}";
+  };
+  std::string selector = R"("selector": {"matchLabels": )" + labels + "}";
+  std::vector<std::pair<std::string, std::string>> workloads = {
+      {"deployment", R"({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"},
+        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+      {"statefulset", R"({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "w"},
+        "spec": {"serviceName": "w", )" + selector + R"(, "template": )" + templ("Always") + "}}"},
+      {"daemonset", R"({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "w"},
+        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+      {"replicaset", R"({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "w"},
+        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+      {"job", R"({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "w"},
+        "spec": {"template": )" + templ("Never") + "}}"},
+      {"cronjob", R"({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "w"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": )" +
+                      templ("Never") + "}}}}"},
+  };
+  for (const auto& [kind, manifest] : workloads) {
+    auto denied = kubectl({"create", "-n", "shop", "--dry-run=server", "-f", "-"}, manifest);
+    std::string path = kind == "cronjob" ? "spec.jobTemplate.spec.template.spec.hostNetwork"
+                                         : "spec.template.spec.hostNetwork";
+    CHECK_MESSAGE(denial(denied).find(kind + " \"w\" in namespace \"shop\" violates "
+                                      "forbidHostNetwork (" + path + "=true)") !=
+                      std::string::npos,
+                  kind << ": " << denied.err);
+  }
+}
+
+TEST_CASE("the controller's own ServiceAccount may delete a generated object") {
+  webhook();
+  auto asController = ControlPlane::get().shell(
+      "KUBECONFIG=/dev/null kubectl --server \"$TESTENV_APISERVER_URL\" --certificate-authority "
+      "\"$TESTENV_CA\" --token \"$(cat " + serviceAccountDir() + "/token)\" "
+      "delete networkpolicy bulkhead-allow-dns -n shop");
+  CHECK_MESSAGE(asController.exitCode == 0, asController.err);
+  // ...and it comes straight back.
+  CHECK(eventually(seconds(10), [] {
+    return kubectl({"get", "networkpolicy", "bulkhead-allow-dns", "-n", "shop"}).exitCode == 0;
+  }));
+}
+
+TEST_CASE("Audit mode admits, counts the violation and records an Event") {
   auto& process = webhook();
   double before = process.metric("bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
                                  "decision=\"audit\"");
@@ -269,6 +322,17 @@ TEST_CASE("Audit mode admits and counts the violation") {
   CHECK(audited.err.find("Warning") == std::string::npos);
   CHECK(process.metric("bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
                        "decision=\"audit\"") == before + 1);
+  // A dry run records nothing; a real create records a PolicyViolation Event.
+  CHECK(kubectl({"create", "-f", "-"}, pod("audited", "watched", R"("hostNetwork": true,)"))
+            .exitCode == 0);
+  CHECK(eventually(seconds(10), [] {
+    auto events = kubectl({"get", "events", "-n", "watched", "--field-selector",
+                           "reason=PolicyViolation", "-o", "jsonpath={.items[*].message}"});
+    return events.out.find("pod \"audited\" in namespace \"watched\" violates "
+                           "forbidHostNetwork") != std::string::npos &&
+           events.out.find("audited") == events.out.rfind("audited");  // exactly one
+  }));
+  kubectl({"delete", "pod", "audited", "-n", "watched", "--wait=false"});
 }
 
 }  // namespace
