@@ -75,6 +75,13 @@ spec:
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
+metadata: {name: guarded}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: "guarded"}}
+  exceptions: {approverGroups: [security]}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
 metadata: {name: watching}
 spec:
   mode: Audit
@@ -85,6 +92,8 @@ spec:
     REQUIRE(kubectl({"label", "namespace", "shop", "zero-trust=on"}).exitCode == 0);
     REQUIRE(kubectl({"create", "namespace", "lab"}).exitCode == 0);
     REQUIRE(kubectl({"label", "namespace", "lab", "zero-trust=warn"}).exitCode == 0);
+    REQUIRE(kubectl({"create", "namespace", "vault"}).exitCode == 0);
+    REQUIRE(kubectl({"label", "namespace", "vault", "zero-trust=guarded"}).exitCode == 0);
     REQUIRE(kubectl({"create", "namespace", "watched"}).exitCode == 0);
     REQUIRE(kubectl({"label", "namespace", "watched", "zero-trust=audit"}).exitCode == 0);
     // Wait until the namespace is segmented and the webhook's caches know the policies: a pod
@@ -310,6 +319,52 @@ TEST_CASE("the controller's own ServiceAccount may delete a generated object") {
   CHECK(eventually(seconds(10), [] {
     return kubectl({"get", "networkpolicy", "bulkhead-allow-dns", "-n", "shop"}).exitCode == 0;
   }));
+}
+
+TEST_CASE("a label change that takes a namespace out of every policy needs an approver") {
+  webhook();
+  auto denied = kubectl({"label", "namespace", "vault", "zero-trust-"});
+  CHECK(denial(denied) ==
+        "bulkhead: this label change would take namespace \"vault\" out of every "
+        "SegmentationPolicy (it is governed by \"guarded\"); only a member of its approver groups "
+        "may do that\n");
+  CHECK(kubectl({"label", "namespace", "vault", "zero-trust-", "--as=bob",
+                 "--as-group=security", "--as-group=system:masters"})
+            .exitCode == 0);
+  CHECK(kubectl({"label", "namespace", "vault", "zero-trust=guarded"}).exitCode == 0);
+  // Relabelling within the selection is fine.
+  CHECK(kubectl({"label", "namespace", "shop", "team=checkout"}).exitCode == 0);
+}
+
+TEST_CASE("approving an exception: only someone else, in the approver group, in their own name") {
+  webhook();
+  auto expires = shell("date -u -d '+2 hours' +%Y-%m-%dT%H:%M:%SZ").out;
+  expires.pop_back();
+  const std::string exception = R"({"apiVersion": "bulkhead.dev/v1alpha1",
+    "kind": "SegmentationException", "metadata": {"name": "legacy", "namespace": "vault"},
+    "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "legacy"}},
+             "rules": ["forbidHostNetwork"], "reason": "vendor agent until v5, TICKET-123",
+             "expiresAt": ")" + expires + R"(", "requestedBy": "alice"}})";
+  std::vector<std::string> asAlice = {"--as=alice", "--as-group=system:masters"};
+  auto created = kubectl({"create", "-f", "-", asAlice[0], asAlice[1]}, exception);
+  REQUIRE_MESSAGE(created.exitCode == 0, created.err);
+  auto approve = [&](const std::vector<std::string>& as, const std::string& approver) {
+    std::vector<std::string> args = {"patch", "segmentationexception", "legacy", "-n", "vault",
+                                     "--type=merge", "-p",
+                                     R"({"spec":{"approvedBy":")" + approver + R"("}})"};
+    args.insert(args.end(), as.begin(), as.end());
+    return kubectl(args);
+  };
+  // Self-approval: refused (the CRD's own validation rule already catches it, before the webhook).
+  auto self = approve(asAlice, "alice");
+  CHECK(self.exitCode != 0);
+  CHECK(self.err.find("approvedBy") != std::string::npos);
+  CHECK(denial(approve({"--as=carol", "--as-group=system:masters"}, "carol"))
+            .find("bulkhead: SegmentationException \"legacy\"") == 0);
+  CHECK(denial(approve({"--as=bob", "--as-group=security", "--as-group=system:masters"}, "dave"))
+            .find("bulkhead: SegmentationException \"legacy\"") == 0);
+  auto approved = approve({"--as=bob", "--as-group=security", "--as-group=system:masters"}, "bob");
+  CHECK_MESSAGE(approved.exitCode == 0, approved.err);
 }
 
 TEST_CASE("Audit mode admits, counts the violation and records an Event") {
