@@ -49,7 +49,9 @@ nlohmann::json LabelSelector::toJson() const {
   return out;
 }
 
-StatusOr<LabelSelector> decodeLabelSelector(const nlohmann::json& j, const std::string& path) {
+namespace {
+
+StatusOr<LabelSelector> decodeUnchecked(const nlohmann::json& j, const std::string& path) {
   LabelSelector sel;
   if (j.is_null()) {
     return sel;
@@ -116,6 +118,16 @@ StatusOr<LabelSelector> decodeLabelSelector(const nlohmann::json& j, const std::
     }
   }
   return sel;
+}
+
+}  // namespace
+
+StatusOr<LabelSelector> decodeLabelSelector(const nlohmann::json& j, const std::string& path) {
+  try {
+    return decodeUnchecked(j, path);
+  } catch (const nlohmann::json::exception& e) {
+    return invalidError(path + ": a field has the wrong type (" + e.what() + ")");
+  }
 }
 
 Labels labelsOf(const nlohmann::json& object) {

@@ -34,6 +34,8 @@ json portsJson(const std::vector<Port>& ports) {
   return out;
 }
 
+void appendEndpoints(const json& slice, std::vector<ApiEndpoint>& out);
+
 }  // namespace
 
 bool selects(const SegmentationPolicy& policy, const NamespaceFacts& ns,
@@ -183,6 +185,21 @@ bool matchesDesired(const json& current, const json& desired) {
 std::vector<ApiEndpoint> apiEndpointsFromSlices(const std::vector<json>& slices) {
   std::vector<ApiEndpoint> out;
   for (const auto& s : slices) {
+    try {
+      appendEndpoints(s, out);
+    } catch (const json::exception&) {
+      // A slice of an unexpected shape contributes nothing.
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+namespace {
+
+void appendEndpoints(const json& s, std::vector<ApiEndpoint>& out) {
+  {
     std::vector<std::pair<int, std::string>> ports;
     for (const auto& p : s.value("ports", json::array())) {
       ports.emplace_back(p.value("port", 0), p.value("protocol", "TCP"));
@@ -204,9 +221,8 @@ std::vector<ApiEndpoint> apiEndpointsFromSlices(const std::vector<json>& slices)
       }
     }
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
 }
+
+}  // namespace
 
 }  // namespace bulkhead::policy

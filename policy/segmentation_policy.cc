@@ -131,6 +131,8 @@ StatusOr<BaselineAllow> decodeBaselineAllow(const json& j, const std::string& at
   return a;
 }
 
+StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& object);
+
 }  // namespace
 
 std::string_view modeName(Mode mode) {
@@ -153,6 +155,19 @@ std::string_view mtlsModeName(MtlsMode mode) {
 }
 
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const json& object) {
+  // The object comes from the API server or a user; a field of an unexpected JSON type makes
+  // nlohmann throw, which must end as an Invalid error here, never cross this function.
+  try {
+    return decodeSegmentationPolicyUnchecked(object);
+  } catch (const json::exception& e) {
+    return invalidError(std::string("SegmentationPolicy has a field of the wrong type: ") +
+                        e.what());
+  }
+}
+
+namespace {
+
+StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& object) {
   SegmentationPolicy p;
   if (!object.is_object()) {
     return invalidError("SegmentationPolicy: not an object");
@@ -255,5 +270,7 @@ StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const json& object) {
       optionalField(ex, "approverGroups", "spec.exceptions", &p.exceptions.approverGroups));
   return p;
 }
+
+}  // namespace
 
 }  // namespace bulkhead::policy

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git openssl ca-certificates curl
   libcpprest-dev libboost-dev libboost-system-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev doctest-dev libsimdjson-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev wrk
 )
 
 missing=()

@@ -65,8 +65,8 @@ double secondsSince(Steady::time_point t) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The request: what kube-apiserver sends for a ReplicaSet's pod after mutating admission (the
-// ServiceAccount plugin's projected token volume included), compact JSON.
+// The request: what kube-apiserver sends for a ReplicaSet's pod (one that does not mount a
+// ServiceAccount token), compact JSON: about 3.5 KB.
 
 const char* const kReview = R"({
  "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
@@ -89,20 +89,15 @@ const char* const kReview = R"({
     "labels": {"app.kubernetes.io/name": "checkout", "app.kubernetes.io/instance": "checkout-prod",
                "app.kubernetes.io/version": "2.14.1", "app.kubernetes.io/part-of": "shop",
                "app.kubernetes.io/component": "api", "pod-template-hash": "7d9f8b6c5d"},
-    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090",
-                    "kubectl.kubernetes.io/restartedAt": "2025-11-02T09:14:27Z"},
+    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                         "name": "checkout-7d9f8b6c5d", "uid": "9a0e6b1d-77c2-4f0e-8c1b-5d3a2e9f4b10",
+                         "name": "checkout-7d9f8b6c5d",
+                         "uid": "9a0e6b1d-77c2-4f0e-8c1b-5d3a2e9f4b10",
                          "controller": true, "blockOwnerDeletion": true}]},
    "spec": {
     "volumes": [
      {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-     {"name": "kube-api-access-7xk2p", "projected": {"sources": [
-       {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-       {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-       {"downwardAPI": {"items": [{"path": "namespace",
-                                   "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}],
-       "defaultMode": 420}}],
+     {"name": "config", "configMap": {"name": "checkout-config", "defaultMode": 420}}],
     "containers": [
      {"name": "checkout", "image": "registry.example.com/shop/checkout:2.14.1",
       "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
@@ -112,19 +107,14 @@ const char* const kReview = R"({
               {"name": "CART_URL", "value": "http://cart.shop.svc.cluster.local:8080"},
               {"name": "DB_HOST", "value": "checkout-db.shop.svc.cluster.local"},
               {"name": "LOG_LEVEL", "value": "info"},
-              {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}],
+              {"name": "POD_NAME",
+               "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}],
       "resources": {"limits": {"cpu": "500m", "memory": "512Mi"},
                     "requests": {"cpu": "250m", "memory": "256Mi"}},
       "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                       {"name": "kube-api-access-7xk2p", "readOnly": true,
-                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+                       {"name": "config", "readOnly": true, "mountPath": "/etc/checkout"}],
       "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
-                        "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
-                        "failureThreshold": 3},
-      "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "scheme": "HTTP"},
-                         "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1,
-                         "failureThreshold": 3},
-      "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+                        "periodSeconds": 10, "failureThreshold": 3},
       "imagePullPolicy": "IfNotPresent",
       "securityContext": {"capabilities": {"drop": ["ALL"]}, "runAsUser": 10001,
                           "runAsNonRoot": true, "readOnlyRootFilesystem": true,
@@ -135,20 +125,16 @@ const char* const kReview = R"({
       "resources": {"limits": {"cpu": "100m", "memory": "64Mi"},
                     "requests": {"cpu": "20m", "memory": "32Mi"}},
       "volumeMounts": [{"name": "tmp", "readOnly": true, "mountPath": "/tmp"}],
-      "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
       "imagePullPolicy": "IfNotPresent",
       "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}, "runAsUser": 10002,
                           "runAsNonRoot": true, "readOnlyRootFilesystem": true,
                           "allowPrivilegeEscalation": false}}],
     "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
     "serviceAccountName": "checkout", "serviceAccount": "checkout",
+    "automountServiceAccountToken": false,
     "securityContext": {"runAsNonRoot": true, "fsGroup": 10001,
                         "seccompProfile": {"type": "RuntimeDefault"}},
     "schedulerName": "default-scheduler",
-    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                     "effect": "NoExecute", "tolerationSeconds": 300},
-                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                     "effect": "NoExecute", "tolerationSeconds": 300}],
     "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority"},
    "status": {}},
   "oldObject": null, "dryRun": false,
@@ -374,15 +360,16 @@ std::string loadavg() {
 // Samples a process's VmRSS every 50 ms while alive; max() is the largest seen.
 class RssSampler {
  public:
-  explicit RssSampler(pid_t pid) : pid_(pid), thread_([this] {
-    while (!stop_) {
-      long kb = statusKb(pid_, "VmRSS");
-      long prev = max_.load();
-      while (kb > prev && !max_.compare_exchange_weak(prev, kb)) {
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }) {}
+  explicit RssSampler(pid_t pid)
+      : pid_(pid), thread_([this] {
+          while (!stop_) {
+            long kb = statusKb(pid_, "VmRSS");
+            long prev = max_.load();
+            while (kb > prev && !max_.compare_exchange_weak(prev, kb)) {
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {}
   ~RssSampler() {
     stop_ = true;
     thread_.join();
@@ -417,6 +404,24 @@ struct Phase {
     return out;
   }
 };
+
+// wrk's CPU seconds from the last line of bash's `times` ("0m1.234s 0m0.567s").
+std::string wrkCpu(const std::string& out) {
+  std::string last = out.substr(out.find_last_of('\n', out.size() - 2) + 1);
+  double total = 0;
+  std::istringstream in(last);
+  std::string t;
+  while (in >> t) {
+    size_t m = t.find('m');
+    if (m == std::string::npos) {
+      return "?";
+    }
+    total += std::stod(t.substr(0, m)) * 60 + std::stod(t.substr(m + 1));
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f s", total);
+  return text;
+}
 
 double percentile(const std::vector<int64_t>& sorted, double p) {
   if (sorted.empty()) {
@@ -611,6 +616,7 @@ int run(int argc, char** argv) {
   }
   log::init(log::Level::kWarn);
   doctest::Context doctestContext;
+  doctestContext.setAsDefaultForAssertsOutOfTestCases();
   doctestContext.setAssertHandler(onAssert);
 
   if (testing::shell("command -v wrk").exitCode != 0) {
@@ -671,8 +677,8 @@ metadata:
   }
   // Its pid: the one child of ours running with this --webhook-url (the [-] keeps the pattern
   // from matching the shell running pgrep).
-  auto pg = testing::shell("pgrep -P " + std::to_string(getpid()) + " -f '[-]-webhook-url " + url +
-                           "'");
+  auto pg =
+      testing::shell("pgrep -P " + std::to_string(getpid()) + " -f '[-]-webhook-url " + url + "'");
   if (pg.exitCode != 0 || pg.out.find('\n') != pg.out.size() - 1) {
     return fail("cannot find the bulkhead process: " + pg.out + pg.err);
   }
@@ -703,8 +709,7 @@ metadata:
         TlsConnection probe(ctx, port);
         int status = 0;
         std::string response;
-        if (!probe.connect() ||
-            !probe.roundTrip(httpRequest(port, body), &status, &response)) {
+        if (!probe.connect() || !probe.roundTrip(httpRequest(port, body), &status, &response)) {
           lastAnswer = "(no answer)";
           return false;
         }
@@ -714,12 +719,14 @@ metadata:
       })) {
     return fail("the review is not allowed: " + lastAnswer);
   }
-  std::printf("setup: control plane, CRDs, RBAC, policy, webhook registered and shop segmented "
-              "in %.1f s\n",
-              secondsSince(setupStart));
-  std::printf("request: %zu-byte pod AdmissionReview (2 containers, 8 env vars, resources, "
-              "securityContexts), allowed; %s\n",
-              body.size(), tls.c_str());
+  std::printf(
+      "setup: control plane, CRDs, RBAC, policy, webhook registered and shop segmented "
+      "in %.1f s\n",
+      secondsSince(setupStart));
+  std::printf(
+      "request: %zu-byte pod AdmissionReview (2 containers, 8 env vars, resources, "
+      "securityContexts), allowed; %s\n",
+      body.size(), tls.c_str());
   std::this_thread::sleep_for(std::chrono::seconds(2));
   long idleRss = statusKb(pid, "VmRSS"), startupHwm = statusKb(pid, "VmHWM");
   std::printf("bulkhead pid %d: idle RSS %.1f MiB (VmHWM so far %.1f MiB), %ld threads\n", pid,
@@ -739,10 +746,11 @@ metadata:
   {
     RssSampler sampler(pid);
     Phase phase(pid);
-    auto w = testing::shell("wrk -t1 -c" + std::to_string(wrkConnections) + " -d" +
-                            std::to_string(wrkSeconds) + "s --timeout 5s -s " BULKHEAD_SOURCE_DIR
-                            "/tests/bench/webhook_load.lua " +
-                            url + " -- " + bodyFile);
+    // `times` prints the shell's, then its children's (wrk's) user and system CPU time.
+    auto w = testing::shell(
+        "wrk -t1 -c" + std::to_string(wrkConnections) + " -d" + std::to_string(wrkSeconds) +
+        "s --timeout 5s -s " BULKHEAD_SOURCE_DIR "/tests/bench/webhook_load.lua " + url + " -- " +
+        bodyFile + "; rc=$?; times; exit $rc");
     size_t at = w.out.find("WRK ");
     if (w.exitCode != 0 || at == std::string::npos) {
       return fail("wrk failed:\n" + w.out + w.err);
@@ -753,13 +761,14 @@ metadata:
     while (in >> kv) {
       v[kv.substr(0, kv.find('='))] = std::stod(kv.substr(kv.find('=') + 1));
     }
-    wrkReport = phase.report(v["requests"]);
+    wrkReport = phase.report(v["requests"]) + "; wrk CPU " + wrkCpu(w.out);
     wrkPeak = sampler.max();
-    std::printf("    %.0f requests/s (%.0f requests in %.1f s); latency p50 %.2f ms, p90 %.2f ms, "
-                "p99 %.2f ms, p99.9 %.2f ms, max %.1f ms\n",
-                v["requests"] / (v["duration_us"] / 1e6), v["requests"], v["duration_us"] / 1e6,
-                v["p50_us"] / 1e3, v["p90_us"] / 1e3, v["p99_us"] / 1e3, v["p999_us"] / 1e3,
-                v["max_us"] / 1e3);
+    std::printf(
+        "    %.0f requests/s (%.0f requests in %.1f s); latency p50 %.2f ms, p90 %.2f ms, "
+        "p99 %.2f ms, p99.9 %.2f ms, max %.1f ms\n",
+        v["requests"] / (v["duration_us"] / 1e6), v["requests"], v["duration_us"] / 1e6,
+        v["p50_us"] / 1e3, v["p90_us"] / 1e3, v["p99_us"] / 1e3, v["p999_us"] / 1e3,
+        v["max_us"] / 1e3);
     std::printf("    errors: connect %.0f, read %.0f, write %.0f, non-2xx %.0f, timeout %.0f\n",
                 v["connect"], v["read"], v["write"], v["status"], v["timeout"]);
   }
@@ -768,16 +777,18 @@ metadata:
               statusKb(pid, "VmHWM") / 1024.0, statusKb(pid, "VmRSS") / 1024.0);
   double handlerSum1 = webhook.metric("bulkhead_admission_duration_seconds_sum");
   double handlerCount1 = webhook.metric("bulkhead_admission_duration_seconds_count");
-  std::printf("    handler's own bulkhead_admission_duration_seconds: %.0f reviews, mean %.1f us "
-              "(decode + decide + encode, without TLS and HTTP)\n",
-              handlerCount1 - handlerCount0,
-              (handlerSum1 - handlerSum0) / std::max(1.0, handlerCount1 - handlerCount0) * 1e6);
+  std::printf(
+      "    handler's own bulkhead_admission_duration_seconds: %.0f reviews, mean %.1f us "
+      "(decode + decide + encode, without TLS and HTTP)\n",
+      handlerCount1 - handlerCount0,
+      (handlerSum1 - handlerSum0) / std::max(1.0, handlerCount1 - handlerCount0) * 1e6);
 
   // (b) Fixed rate, open loop.
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  std::printf("\n(b) fixed rate: %.0f requests/s for %.0f s over %lld keep-alive connections, "
-              "open loop (load average %s)\n",
-              rate, rateSeconds, static_cast<long long>(rateConnections), loadavg().c_str());
+  std::printf(
+      "\n(b) fixed rate: %.0f requests/s for %.0f s over %lld keep-alive connections, "
+      "open loop (load average %s)\n",
+      rate, rateSeconds, static_cast<long long>(rateConnections), loadavg().c_str());
   std::fflush(stdout);
   OpenLoopResult fixed;
   std::string fixedReport;
@@ -793,23 +804,26 @@ metadata:
   double handlerCount2 = webhook.metric("bulkhead_admission_duration_seconds_count");
   const auto& L = fixed.latencyNs;
   const auto& S = fixed.serviceNs;
-  std::printf("    %zu answered in %.1f s = %.0f/s; latency from schedule p50 %.2f ms, p99 %.2f ms, "
-              "p99.9 %.2f ms, max %.2f ms\n",
-              L.size(), fixed.seconds, static_cast<double>(L.size()) / fixed.seconds,
-              percentile(L, 50) / 1e3, percentile(L, 99) / 1e3, percentile(L, 99.9) / 1e3,
-              L.empty() ? 0.0 : static_cast<double>(L.back()) / 1e6);
-  std::printf("    service time (from send) p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms; %ld sends "
-              "started >1 ms late\n",
-              percentile(S, 50) / 1e3, percentile(S, 99) / 1e3, percentile(S, 99.9) / 1e3,
-              fixed.lateStarts);
+  std::printf(
+      "    %zu answered in %.1f s = %.0f/s; latency from schedule p50 %.2f ms, p99 %.2f ms, "
+      "p99.9 %.2f ms, max %.2f ms\n",
+      L.size(), fixed.seconds, static_cast<double>(L.size()) / fixed.seconds,
+      percentile(L, 50) / 1e3, percentile(L, 99) / 1e3, percentile(L, 99.9) / 1e3,
+      L.empty() ? 0.0 : static_cast<double>(L.back()) / 1e6);
+  std::printf(
+      "    service time (from send) p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms; %ld sends "
+      "started >1 ms late\n",
+      percentile(S, 50) / 1e3, percentile(S, 99) / 1e3, percentile(S, 99.9) / 1e3,
+      fixed.lateStarts);
   std::string statuses;
   for (auto& [s, n] : fixed.statuses) {
     statuses += " " + std::to_string(s) + "x" + std::to_string(n);
   }
-  std::printf("    checked: %ld HTTP 200 with \"allowed\":true and the request's uid; errors: %ld "
-              "non-200, %ld not allowed, %ld I/O (statuses:%s)%s%s\n",
-              fixed.ok, fixed.badStatus, fixed.notAllowed, fixed.ioErrors, statuses.c_str(),
-              fixed.firstBad.empty() ? "" : "; first bad: ", fixed.firstBad.c_str());
+  std::printf(
+      "    checked: %ld HTTP 200 with \"allowed\":true and the request's uid; errors: %ld "
+      "non-200, %ld not allowed, %ld I/O (statuses:%s)%s%s\n",
+      fixed.ok, fixed.badStatus, fixed.notAllowed, fixed.ioErrors, statuses.c_str(),
+      fixed.firstBad.empty() ? "" : "; first bad: ", fixed.firstBad.c_str());
   std::printf("    %s\n", fixedReport.c_str());
   std::printf("    RSS: peak sampled %.1f MiB, VmHWM %.1f MiB\n", fixedPeak / 1024.0,
               statusKb(pid, "VmHWM") / 1024.0);
@@ -823,9 +837,10 @@ metadata:
               statusKb(pid, "VmHWM") / 1024.0);
 
   // (d) Pods through the API server.
-  std::printf("\n(d) %lld pods created through the API server with %lld client threads (load "
-              "average %s)\n",
-              static_cast<long long>(pods), static_cast<long long>(podThreads), loadavg().c_str());
+  std::printf(
+      "\n(d) %lld pods created through the API server with %lld client threads (load "
+      "average %s)\n",
+      static_cast<long long>(pods), static_cast<long long>(podThreads), loadavg().c_str());
   std::fflush(stdout);
   json pod = json::parse(kReview)["request"]["object"];
   pod["metadata"].erase("ownerReferences");
@@ -882,17 +897,19 @@ metadata:
   double handlerSum4 = webhook.metric("bulkhead_admission_duration_seconds_sum");
   double handlerCount4 = webhook.metric("bulkhead_admission_duration_seconds_count");
   std::sort(createNs.begin(), createNs.end());
-  std::printf("    %ld created, %ld failed in %.1f s = %.0f pods/s; client-side create latency "
-              "p50 %.2f ms, p99 %.2f ms%s%s\n",
-              created.load(), failed.load(), podsSeconds, static_cast<double>(pods) / podsSeconds,
-              percentile(createNs, 50) / 1e3, percentile(createNs, 99) / 1e3,
-              firstError.empty() ? "" : "; first error: ", firstError.c_str());
+  std::printf(
+      "    %ld created, %ld failed in %.1f s = %.0f pods/s; client-side create latency "
+      "p50 %.2f ms, p99 %.2f ms%s%s\n",
+      created.load(), failed.load(), podsSeconds, static_cast<double>(pods) / podsSeconds,
+      percentile(createNs, 50) / 1e3, percentile(createNs, 99) / 1e3,
+      firstError.empty() ? "" : "; first error: ", firstError.c_str());
   std::printf("    %s; kube-apiserver CPU %.1f s (%.0f us/pod)\n", podsReport.c_str(), apiCpu,
               apiCpu / static_cast<double>(pods) * 1e6);
   double count = after["count"] - before["count"];
-  std::printf("    apiserver_admission_webhook_admission_duration_seconds{name=\"validate.bulkhead."
-              "dev\"}: %.0f calls, mean %.2f ms\n",
-              count, count > 0 ? (after["sum"] - before["sum"]) / count * 1e3 : 0.0);
+  std::printf(
+      "    apiserver_admission_webhook_admission_duration_seconds{name=\"validate.bulkhead."
+      "dev\"}: %.0f calls, mean %.2f ms\n",
+      count, count > 0 ? (after["sum"] - before["sum"]) / count * 1e3 : 0.0);
   std::vector<std::pair<double, std::string>> les;
   for (auto& [k, v] : after) {
     if (k != "sum" && k != "count") {

@@ -92,6 +92,14 @@ TEST_CASE("bad policies are rejected with the field path") {
   CHECK(err({{"exceptions", {{"maxDuration", "1 week"}}}}) ==
         "spec.exceptions.maxDuration: \"1 week\" is not a duration like 168h or 30m");
   CHECK(decodeSegmentationPolicy(json::object()).status().message() == "metadata.name: required");
+  // Found by the fuzzer: fields of the wrong JSON type are errors, never exceptions.
+  json wrongType = policyObject("p", json::object());
+  wrongType["metadata"]["generation"] = "bob";
+  CHECK(decodeSegmentationPolicy(wrongType).status().code() == StatusCode::kInvalid);
+  CHECK(err({{"mode", 5}}).starts_with("SegmentationPolicy has a field of the wrong type"));
+  CHECK(err({{"namespaceSelector", {{"matchExpressions", {{{"key", "k"}, {"operator", 1}}}}}}})
+            .starts_with("spec.namespaceSelector: a field has the wrong type"));
+  CHECK(apiEndpointsFromSlices({json{{"ports", 5}, {"endpoints", "x"}}}).empty());
 }
 
 TEST_CASE("label selectors follow Kubernetes semantics") {
