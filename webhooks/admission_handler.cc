@@ -16,8 +16,6 @@ const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpoli
 const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
                                      "SegmentationException", true};
 
-const std::set<std::string> kWorkloads = {"deployments", "statefulsets", "daemonsets",
-                                          "replicasets", "jobs", "cronjobs"};
 const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentications",
                                                "authorizationpolicies"};
 
@@ -147,11 +145,8 @@ const policy::SegmentationPolicy* AdmissionHandler::governing(
 policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
   auto all = policies();
   const std::string& resource = req.resource;
-  bool podLike = (resource == "pods" && (req.subResource.empty() ||
-                                         req.subResource == "ephemeralcontainers")) ||
-                 (kWorkloads.contains(resource) && req.subResource.empty());
-  if (podLike && (req.operation == "CREATE" || req.operation == "UPDATE")) {
-    auto facts = policy::decodePodFacts(req.object);
+  if (req.pod.has_value() && (req.operation == "CREATE" || req.operation == "UPDATE")) {
+    auto facts = *req.pod;
     if (!facts.ok()) {
       return policy::Decision::deny("bulkhead: cannot read the " + req.kind + ": " +
                                         facts.status().message(),

@@ -1,17 +1,15 @@
 #include "webhooks/admission_review.h"
 
+#include <simdjson.h>
+
+#include <vector>
+
+#include "policy/pod_facts_decoder.h"
+
 namespace bulkhead::webhooks {
 namespace {
 
 using nlohmann::json;
-
-std::string str(const json& obj, const char* key) {
-  if (!obj.is_object()) {
-    return "";
-  }
-  auto it = obj.find(key);
-  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
-}
 
 // Nesting depth of a JSON text, counting brackets outside strings; stops early past `limit`.
 int depthOf(std::string_view text, int limit) {
@@ -42,7 +40,80 @@ int depthOf(std::string_view text, int limit) {
   return deepest;
 }
 
+// pod_facts_decoder.h's Node over a simdjson DOM element. member() takes the last of duplicate
+// keys, as Go's decoder (and so the API server) does.
+class SimdNode {
+ public:
+  explicit SimdNode(simdjson::dom::element e) : e_(e) {}
+  bool isObject() const { return e_.type() == simdjson::dom::element_type::OBJECT; }
+  bool isArray() const { return e_.type() == simdjson::dom::element_type::ARRAY; }
+  bool isString() const { return e_.type() == simdjson::dom::element_type::STRING; }
+  bool isBool() const { return e_.type() == simdjson::dom::element_type::BOOL; }
+  bool isInteger() const {
+    auto t = e_.type();
+    return t == simdjson::dom::element_type::INT64 || t == simdjson::dom::element_type::UINT64;
+  }
+  std::optional<SimdNode> member(std::string_view key) const {
+    std::optional<SimdNode> found;
+    if (!isObject()) {
+      return found;
+    }
+    for (auto field : simdjson::dom::object(e_)) {
+      if (field.key == key) {
+        found = field.value.type() == simdjson::dom::element_type::NULL_VALUE
+                    ? std::nullopt
+                    : std::optional<SimdNode>(SimdNode(field.value));
+      }
+    }
+    return found;
+  }
+  size_t size() const { return simdjson::dom::array(e_).size(); }
+  SimdNode at(size_t i) const { return SimdNode(simdjson::dom::array(e_).at(i).value_unsafe()); }
+  std::string string() const { return std::string(std::string_view(e_)); }
+  bool boolean() const { return bool(e_); }
+  std::optional<int64_t> int64() const {
+    int64_t v = 0;
+    if (e_.get_int64().get(v) != simdjson::SUCCESS) {
+      return std::nullopt;  // a UINT64 beyond int64
+    }
+    return v;
+  }
+  template <class F>
+  void forEachMember(F f) const {
+    // Go's decoder keeps the last of duplicate keys; emplace keeps the first, so feed in reverse
+    // by collecting first. Objects here are small.
+    std::vector<std::pair<std::string_view, simdjson::dom::element>> fields;
+    for (auto field : simdjson::dom::object(e_)) {
+      fields.emplace_back(field.key, field.value);
+    }
+    for (auto it = fields.rbegin(); it != fields.rend(); ++it) {
+      f(it->first, SimdNode(it->second));
+    }
+  }
+  json toNlohmann() const {
+    return json::parse(simdjson::minify(e_), nullptr, /*allow_exceptions=*/false);
+  }
+
+ private:
+  simdjson::dom::element e_;
+};
+
+std::string stringMember(const SimdNode& obj, std::string_view key) {
+  auto m = obj.member(key);
+  return m && m->isString() ? m->string() : "";
+}
+
 }  // namespace
+
+bool isPodLike(std::string_view resource, std::string_view subResource) {
+  if (resource == "pods") {
+    return subResource.empty() || subResource == "ephemeralcontainers";
+  }
+  return subResource.empty() &&
+         (resource == "deployments" || resource == "statefulsets" || resource == "daemonsets" ||
+          resource == "replicasets" || resource == "jobs" || resource == "cronjobs" ||
+          resource == "replicationcontrollers");
+}
 
 StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {
   if (body.empty()) {
@@ -52,47 +123,60 @@ StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {
     return invalidError("request body is nested more than " + std::to_string(kMaxJsonDepth) +
                         " levels deep");
   }
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
+  // One parser per thread: it keeps its buffers between requests.
+  thread_local simdjson::dom::parser parser;
+  simdjson::padded_string padded(body);
+  simdjson::dom::element doc;
+  if (parser.parse(padded).get(doc) != simdjson::SUCCESS) {
     return invalidError("request body is not valid JSON");
   }
-  if (!doc.is_object() || str(doc, "apiVersion") != "admission.k8s.io/v1" ||
-      str(doc, "kind") != "AdmissionReview") {
+  SimdNode root(doc);
+  if (!root.isObject() || stringMember(root, "apiVersion") != "admission.k8s.io/v1" ||
+      stringMember(root, "kind") != "AdmissionReview") {
     return invalidError("request body is not an admission.k8s.io/v1 AdmissionReview");
   }
-  auto req = doc.find("request");
-  if (req == doc.end() || !req->is_object()) {
+  std::optional<SimdNode> req = root.member("request");
+  if (!req || !req->isObject()) {
     return invalidError("AdmissionReview has no request");
   }
   AdmissionRequest out;
-  out.uid = str(*req, "uid");
+  out.uid = stringMember(*req, "uid");
   if (out.uid.empty()) {
     return invalidError("AdmissionReview request.uid is missing");
   }
-  out.kind = str(req->value("kind", json::object()), "kind");
-  out.resource = str(req->value("resource", json::object()), "resource");
-  out.subResource = str(*req, "subResource");
-  out.ns = str(*req, "namespace");
-  out.name = str(*req, "name");
-  out.operation = str(*req, "operation");
-  if (auto ui = req->find("userInfo"); ui != req->end() && ui->is_object()) {
-    out.user.username = str(*ui, "username");
-    if (auto groups = ui->find("groups"); groups != ui->end() && groups->is_array()) {
-      for (const auto& g : *groups) {
-        if (g.is_string()) {
-          out.user.groups.push_back(g.get<std::string>());
+  if (auto kind = req->member("kind"); kind && kind->isObject()) {
+    out.kind = stringMember(*kind, "kind");
+  }
+  if (auto resource = req->member("resource"); resource && resource->isObject()) {
+    out.resource = stringMember(*resource, "resource");
+  }
+  out.subResource = stringMember(*req, "subResource");
+  out.ns = stringMember(*req, "namespace");
+  out.name = stringMember(*req, "name");
+  out.operation = stringMember(*req, "operation");
+  if (auto ui = req->member("userInfo"); ui && ui->isObject()) {
+    out.user.username = stringMember(*ui, "username");
+    if (auto groups = ui->member("groups"); groups && groups->isArray()) {
+      for (size_t i = 0; i < groups->size(); ++i) {
+        if (SimdNode g = groups->at(i); g.isString()) {
+          out.user.groups.push_back(g.string());
         }
       }
     }
   }
-  if (auto dry = req->find("dryRun"); dry != req->end() && dry->is_boolean()) {
-    out.dryRun = dry->get<bool>();
+  if (auto dry = req->member("dryRun"); dry && dry->isBool()) {
+    out.dryRun = dry->boolean();
   }
-  if (auto o = req->find("object"); o != req->end()) {
-    out.object = std::move(*o);
+  std::optional<SimdNode> object = req->member("object");
+  if (isPodLike(out.resource, out.subResource) && object) {
+    out.pod = policy::podfacts::decode(*object);
+    return out;
   }
-  if (auto o = req->find("oldObject"); o != req->end()) {
-    out.oldObject = std::move(*o);
+  if (object) {
+    out.object = object->toNlohmann();
+  }
+  if (auto old = req->member("oldObject")) {
+    out.oldObject = old->toNlohmann();
   }
   return out;
 }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,9 +21,16 @@ struct AdmissionRequest {
   std::string operation;  // CREATE, UPDATE, DELETE, CONNECT
   policy::UserInfo user;
   bool dryRun = false;
-  nlohmann::json object;     // null when absent (DELETE)
-  nlohmann::json oldObject;  // null when absent (CREATE)
+  // For pods (also pods/ephemeralcontainers) and workloads: the facts the rules read, decoded
+  // straight from the body on the hot path (an Invalid status for a malformed object). For other
+  // resources: object and oldObject as DOMs.
+  std::optional<StatusOr<policy::PodFacts>> pod;
+  nlohmann::json object;     // null when absent (DELETE) or when `pod` is set
+  nlohmann::json oldObject;  // null when absent (CREATE) or when `pod` is set
 };
+
+// Does the request carry a pod or a pod template (decoded into AdmissionRequest::pod)?
+bool isPodLike(std::string_view resource, std::string_view subResource);
 
 // Deepest JSON nesting accepted; Kubernetes objects stay far below it, and refusing deeper input
 // before parsing keeps a hostile body from exhausting the stack.

@@ -19,7 +19,7 @@ for f in "${sources[@]}" policy/*.h webhooks/admission_review.h common/*.h; do
 done
 if $stale; then
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -fno-omit-frame-pointer -I. -Ibuild/generated "${sources[@]}" -o "$bin"
+    -fno-omit-frame-pointer -I. -Ibuild/generated "${sources[@]}" -lsimdjson -o "$bin"
 fi
 cp -n tests/fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -62,7 +62,18 @@ TEST_CASE("a request decodes to what the handlers read; a response echoes the ui
   CHECK(req->user.username == "alice");
   CHECK(req->user.groups == std::vector<std::string>{"dev"});
   CHECK(req->dryRun);
-  CHECK(req->oldObject["old"] == true);
+  // Pods are decoded straight into facts; this object has no spec.
+  REQUIRE(req->pod.has_value());
+  CHECK(req->pod->status().message() == "spec: required");
+  CHECK(req->object.is_null());
+  // Other resources keep their objects as DOMs.
+  review["request"]["resource"]["resource"] = "services";
+  review["request"]["subResource"] = "";
+  auto svc = decodeAdmissionReview(review.dump());
+  REQUIRE(svc.ok());
+  CHECK_FALSE(svc->pod.has_value());
+  CHECK(svc->oldObject["old"] == true);
+  CHECK(svc->object == json{{"kind", "Pod"}});
 
   auto denial = policy::Decision::deny("bulkhead: no", {"forbidHostNetwork"});
   CHECK(json::parse(encodeAdmissionReview("705ab4f5", denial)) ==
@@ -80,6 +91,77 @@ TEST_CASE("a request decodes to what the handlers read; a response echoes the ui
              {"allowed", true},
              {"warnings", {"careful"}},
              {"auditAnnotations", {{"violations", "careful"}}}});
+}
+
+TEST_CASE("the hot path decodes exactly the facts the DOM decoder does") {
+  json pod = {{"apiVersion", "v1"},
+              {"kind", "Pod"},
+              {"metadata",
+               {{"name", "web-1"},
+                {"namespace", "shop"},
+                {"labels", {{"app.kubernetes.io/name", "web"}, {"dup", "first"}}},
+                {"annotations", {{"sidecar.istio.io/inject", "false"}}}}},
+              {"spec",
+               {{"hostNetwork", true},
+                {"hostPID", nullptr},
+                {"securityContext", {{"runAsUser", 1337}}},
+                {"initContainers",
+                 {{{"name", "init"},
+                   {"image", "busybox"},
+                   {"securityContext",
+                    {{"privileged", true}, {"capabilities", {{"add", {"cap_net_admin", "CHOWN"}}}}}}}}},
+                {"containers",
+                 {{{"name", "web"},
+                   {"image", "nginx"},
+                   {"ports", {{{"containerPort", 80}, {"hostPort", 8080}}, {{"containerPort", 81}}}},
+                   {"env", {{{"name", "A"}, {"value", "b"}}}},
+                   {"securityContext",
+                    {{"allowPrivilegeEscalation", false}, {"runAsUser", 1000}}}}}},
+                {"ephemeralContainers",
+                 {{{"name", "debug"},
+                   {"image", "busybox"},
+                   {"securityContext", {{"capabilities", {{"add", {"NET_RAW"}}}}}}}}}}}};
+  auto reviewOf = [](const json& object, const std::string& resource) {
+    return json{{"apiVersion", "admission.k8s.io/v1"},
+                {"kind", "AdmissionReview"},
+                {"request",
+                 {{"uid", "u"},
+                  {"resource", {{"resource", resource}}},
+                  {"operation", "CREATE"},
+                  {"object", object}}}};
+  };
+  auto fast = decodeAdmissionReview(reviewOf(pod, "pods").dump());
+  REQUIRE(fast.ok());
+  REQUIRE(fast->pod.has_value());
+  REQUIRE(fast->pod->ok());
+  auto dom = policy::decodePodFacts(pod);
+  REQUIRE(dom.ok());
+  CHECK(**fast->pod == *dom);
+
+  json cron = {{"apiVersion", "batch/v1"},
+               {"kind", "CronJob"},
+               {"metadata", {{"name", "c"}}},
+               {"spec",
+                {{"jobTemplate",
+                  {{"spec", {{"template", {{"spec", pod["spec"]}, {"metadata", pod["metadata"]}}}}}}}}}};
+  auto fastCron = decodeAdmissionReview(reviewOf(cron, "cronjobs").dump());
+  REQUIRE(fastCron.ok());
+  CHECK(**fastCron->pod == *policy::decodePodFacts(cron));
+
+  // Wrong types give the same errors.
+  pod["spec"]["containers"][0]["ports"][0]["hostPort"] = "8080";
+  auto bad = decodeAdmissionReview(reviewOf(pod, "pods").dump());
+  REQUIRE(bad.ok());
+  CHECK(bad->pod->status() == policy::decodePodFacts(pod).status());
+  CHECK(bad->pod->status().message() == "spec.containers[0].ports[0].hostPort: must be an integer");
+
+  // Duplicate keys: the last one counts, as in the API server's decoder.
+  std::string dup = R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":
+    {"uid":"u","resource":{"resource":"pods"},"operation":"CREATE","object":{"kind":"Pod",
+    "metadata":{"name":"p"},"spec":{"hostNetwork":false,"hostNetwork":true,"containers":[]}}}})";
+  auto dupReq = decodeAdmissionReview(dup);
+  REQUIRE(dupReq.ok());
+  CHECK((*dupReq->pod)->hostNetwork.value);
 }
 
 }  // namespace
