@@ -27,54 +27,21 @@
 #include "common/log.h"
 #include "kube/client_impl.h"
 #include "kube/config.h"
+#include "tests/support/bench_util.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead {
 namespace {
 
-using Steady = std::chrono::steady_clock;
+using testing::Steady;
+using testing::secondsSince;
+using testing::statusKb;
+using testing::cpuSeconds;
+using testing::freePort;
 using nlohmann::json;
 
 const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
                                    "SegmentationPolicy", false};
-
-double secondsSince(Steady::time_point t) {
-  return std::chrono::duration<double>(Steady::now() - t).count();
-}
-
-std::shared_ptr<kube::Client> client(const std::string& kubeconfig) {
-  kube::LoadOptions load;
-  load.kubeconfigFlag = kubeconfig;
-  auto config = kube::loadRestConfig(load);
-  config->qps = 0;
-  return *kube::ClientImpl::create(*config, std::make_shared<RealClock>());
-}
-
-// /proc/<pid>/status field in KiB.
-long statusKb(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      return std::stol(line.substr(field.size() + 1));
-    }
-  }
-  return -1;
-}
-
-double cpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) {
-      ticks += std::stod(field);
-    }
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 // Sum of a counter family's samples on the controller's /metrics.
 double scrape(int port, const std::string& family, const std::string& filter = "") {
@@ -90,13 +57,6 @@ double scrape(int port, const std::string& family, const std::string& filter = "
     }
   }
   return sum;
-}
-
-int freePort() {
-  auto r = testing::shell(
-      "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-      "print(s.getsockname()[1])'");
-  return std::stoi(r.out);
 }
 
 int run(int argc, char** argv) {
@@ -126,14 +86,14 @@ int run(int argc, char** argv) {
     std::cerr << setup.err;
     return 1;
   }
-  auto admin = client(cp.kubeconfig());
+  auto admin = testing::unthrottledClient(cp.kubeconfig());
   auto populateStart = Steady::now();
   {
     std::atomic<int> next{0};
     std::vector<std::thread> writers;
     for (int w = 0; w < 8; ++w) {
       writers.emplace_back([&] {
-        auto c = client(cp.kubeconfig());
+        auto c = testing::unthrottledClient(cp.kubeconfig());
         for (int i = next++; i < namespaces; i = next++) {
           json ns = {{"apiVersion", "v1"},
                      {"kind", "Namespace"},

@@ -24,44 +24,15 @@
 #include "kube/client_impl.h"
 #include "kube/config.h"
 #include "kube/informer.h"
+#include "tests/support/bench_util.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead {
 namespace {
 
-using Steady = std::chrono::steady_clock;
-
-double secondsSince(Steady::time_point t) {
-  return std::chrono::duration<double>(Steady::now() - t).count();
-}
-
-long statusKb(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      return std::stol(line.substr(field.size() + 1));
-    }
-  }
-  return -1;
-}
-
-std::shared_ptr<kube::Client> client(const std::string& kubeconfig) {
-  kube::LoadOptions load;
-  load.kubeconfigFlag = kubeconfig;
-  auto config = kube::loadRestConfig(load);
-  if (!config.ok()) {
-    std::cerr << config.status() << "\n";
-    std::exit(1);
-  }
-  config->qps = 0;
-  auto c = kube::ClientImpl::create(*config, std::make_shared<RealClock>());
-  if (!c.ok()) {
-    std::cerr << c.status() << "\n";
-    std::exit(1);
-  }
-  return *c;
-}
+using testing::Steady;
+using testing::secondsSince;
+using testing::statusKb;
 
 nlohmann::json networkPolicy(const std::string& ns, int i) {
   // Shaped like what the controller writes: labels, a selector, ports.
@@ -90,7 +61,7 @@ void populate(const std::string& kubeconfig, int namespaces, int perNs, int writ
   std::vector<std::thread> threads;
   for (int w = 0; w < writers; ++w) {
     threads.emplace_back([&] {
-      auto c = client(kubeconfig);
+      auto c = testing::unthrottledClient(kubeconfig);
       for (int i = next++; i < namespaces; i = next++) {
         std::string ns = "bench-" + std::to_string(i);
         nlohmann::json obj = {{"apiVersion", "v1"},
@@ -119,8 +90,8 @@ void populate(const std::string& kubeconfig, int namespaces, int perNs, int writ
 // Runs in a fresh child process so that its RSS is the informers' alone.
 int measure(const std::string& kubeconfig) {
   log::init(log::Level::kWarn);
-  long rssBefore = statusKb("VmRSS");
-  auto c = client(kubeconfig);
+  long rssBefore = statusKb(0, "VmRSS");
+  auto c = testing::unthrottledClient(kubeconfig);
   auto clock = std::make_shared<RealClock>();
   auto start = Steady::now();
   kube::InformerOptions nsOpts;
@@ -138,7 +109,7 @@ int measure(const std::string& kubeconfig) {
               synced ? "synced" : "FAILED to sync", namespaces.store().size(),
               policies.store().size(), took);
   std::printf("informer process RSS: %.1f MiB before start, %.1f MiB peak, %.1f MiB after sync\n",
-              rssBefore / 1024.0, statusKb("VmHWM") / 1024.0, statusKb("VmRSS") / 1024.0);
+              rssBefore / 1024.0, statusKb(0, "VmHWM") / 1024.0, statusKb(0, "VmRSS") / 1024.0);
   namespaces.stop();
   policies.stop();
   return synced ? 0 : 1;

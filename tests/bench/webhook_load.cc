@@ -50,19 +50,20 @@
 #include "kube/client_impl.h"
 #include "kube/config.h"
 #include "tests/support/bulkhead_process.h"
+#include "tests/support/bench_util.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead {
 namespace {
 
-using Steady = std::chrono::steady_clock;
+using testing::Steady;
+using testing::secondsSince;
+using testing::statusKb;
+using testing::cpuSeconds;
+using testing::freePort;
 using nlohmann::json;
 
 const char* const kUidPlaceholder = "00000000-0000-0000-0000-000000000000";
-
-double secondsSince(Steady::time_point t) {
-  return std::chrono::duration<double>(Steady::now() - t).count();
-}
 
 // ---------------------------------------------------------------------------------------------
 // The request: what kube-apiserver sends for a ReplicaSet's pod (one that does not mount a
@@ -302,34 +303,6 @@ bool allowedFor(const std::string& body, const std::string& uid) {
 // ---------------------------------------------------------------------------------------------
 // Process and machine accounting.
 
-long statusKb(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      return std::stol(line.substr(field.size() + 1));
-    }
-  }
-  return -1;
-}
-
-double cpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (stat.empty()) {
-    return 0;
-  }
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) {
-      ticks += std::stod(field);
-    }
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 // Whole-machine CPU: busy and total jiffies from /proc/stat.
 struct MachineCpu {
   double busy = 0, total = 0;
@@ -528,21 +501,6 @@ OpenLoopResult openLoop(SSL_CTX* ctx, int port, double rate, double seconds, int
 }
 
 // ---------------------------------------------------------------------------------------------
-
-std::shared_ptr<kube::Client> client(const std::string& kubeconfig) {
-  kube::LoadOptions load;
-  load.kubeconfigFlag = kubeconfig;
-  auto config = kube::loadRestConfig(load);
-  config->qps = 0;
-  return *kube::ClientImpl::create(*config, std::make_shared<RealClock>());
-}
-
-int freePort() {
-  auto r = testing::shell(
-      "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-      "print(s.getsockname()[1])'");
-  return std::stoi(r.out);
-}
 
 // The API server's histogram for our webhook: cumulative count by `le` (summed over its other
 // labels), plus "sum" and "count".
@@ -865,7 +823,7 @@ metadata:
     std::vector<std::thread> writers;
     for (int w = 0; w < podThreads; ++w) {
       writers.emplace_back([&] {
-        auto c = client(cp.kubeconfig());
+        auto c = testing::unthrottledClient(cp.kubeconfig());
         std::vector<int64_t> mine;
         json p = pod;
         for (long i = next++; i < pods; i = next++) {
