@@ -40,7 +40,9 @@ Decision decidePod(const PodReview& review) {
   const SegmentationPolicy& p = *review.governing;
   PodContext ctx;
   ctx.mtlsStrict = p.mtls == MtlsMode::kStrict && review.meshAvailable;
-  ctx.defaultDenyExists = review.defaultDenyExists;
+  // A policy that denies nothing by default writes no default-deny: nothing to wait for then.
+  ctx.defaultDenyExists =
+      review.defaultDenyExists || (!p.network.denyIngress && !p.network.denyEgress);
   if (review.exceptions != nullptr) {
     ctx.exemptedRules = exemptedRules(*review.exceptions, review.pod->labels.value, p, review.now);
   }

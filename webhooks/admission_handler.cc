@@ -134,11 +134,10 @@ std::vector<policy::SegmentationPolicy> AdmissionHandler::policies() const {
 const policy::SegmentationPolicy* AdmissionHandler::governing(
     const std::vector<policy::SegmentationPolicy>& all, const std::string& ns) const {
   kube::ObjectPtr nsObj = namespaces_->store().get(ns);
-  policy::NamespaceFacts facts{ns, nsObj ? policy::labelsOf(*nsObj) : policy::Labels{}};
   if (!nsObj) {
-    // Not in the cache yet (created a moment ago): the API server sets this label itself.
-    facts.labels[policy::kNamespaceNameLabel] = ns;
+    return nullptr;  // callers that must not guess check the cache first
   }
+  policy::NamespaceFacts facts{ns, policy::labelsOf(*nsObj)};
   return policy::governingPolicy(all, facts, options_.installNamespace);
 }
 
@@ -155,6 +154,14 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
     facts->ns = req.ns;
     if (facts->name.empty()) {
       facts->name = req.name;
+    }
+    if (!namespaces_->store().contains(req.ns)) {
+      // The API server admits nothing into a namespace that does not exist, so this cache is
+      // merely behind (the namespace was created a moment ago). Its labels decide everything:
+      // refuse, retryably, rather than guess.
+      return policy::Decision::deny("bulkhead: namespace \"" + req.ns +
+                                        "\" is not in the webhook's cache yet; retry in a moment",
+                                    {"namespaceUnknown"});
     }
     const policy::SegmentationPolicy* gov = governing(all, req.ns);
     std::vector<policy::SegmentationException> exceptions;

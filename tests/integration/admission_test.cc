@@ -39,6 +39,13 @@ ProcessResult kubectl(const std::vector<std::string>& args, const std::string& i
 
 const char* kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
 
+// What the webhook said, from kubectl's stderr.
+std::string denial(const ProcessResult& r) {
+  auto at = r.err.find(kDenied);
+  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
+                                 : r.err.substr(at + std::string(kDenied).size());
+}
+
 std::string pod(const std::string& name, const std::string& ns, const std::string& extraSpec,
                 const std::string& labels = R"({"app.kubernetes.io/name": "web"})") {
   return R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": ")" + name +
@@ -147,6 +154,26 @@ TEST_CASE("a missing identity label and a privileged init container of a Deploym
                 denied.err);
 }
 
+TEST_CASE("each rule's minimal fix is admitted") {
+  webhook();
+  const std::vector<std::string> fixed = {
+      pod("fix-hostnet", "shop", R"("hostNetwork": false,)"),
+      pod("fix-pid", "shop", R"("hostPID": false, "hostIPC": false,)"),
+      R"({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fix-port", "namespace": "shop", "labels": {"app.kubernetes.io/name": "w"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}],
+          "securityContext": {"privileged": false, "capabilities": {"add": ["CHOWN"], "drop": ["ALL"]}}}]}})",
+      R"({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fix-sidecar", "namespace": "shop",
+                     "labels": {"app.kubernetes.io/name": "w", "sidecar.istio.io/inject": "true"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]}})",
+  };
+  for (const auto& manifest : fixed) {
+    auto r = kubectl({"create", "--dry-run=server", "-f", "-"}, manifest);
+    CHECK_MESSAGE(r.exitCode == 0, r.err);
+  }
+}
+
 TEST_CASE("Warn mode admits and kubectl prints the warning") {
   webhook();
   auto warned = kubectl({"create", "-f", "-"}, pod("tool", "lab", R"("hostNetwork": true,)"));
@@ -184,12 +211,6 @@ TEST_CASE("Services: externalIPs are refused in segmented namespaces") {
   CHECK(denied.exitCode != 0);
   CHECK(denied.err.find("sets spec.externalIPs, which segmented namespaces never allow "
                         "(CVE-2020-8554)") != std::string::npos);
-}
-
-std::string denial(const ProcessResult& r) {
-  auto at = r.err.find(kDenied);
-  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
-                                 : r.err.substr(at + std::string(kDenied).size());
 }
 
 TEST_CASE("host ports, host PID, added capabilities and sidecar opt-outs are denied by path") {

@@ -63,6 +63,22 @@ TEST_CASE("a pod breaking a rule: Enforce denies, Warn warns, Audit records") {
   CHECK(decidePod(review).allowed);
 }
 
+TEST_CASE("requireSegmentedNamespace waits for the default-deny only when the policy writes one") {
+  json ok = {{"apiVersion", "v1"},
+             {"kind", "Pod"},
+             {"metadata", {{"name", "p"}, {"labels", {{"app.kubernetes.io/name", "p"}}}}},
+             {"spec", {{"containers", {{{"name", "c"}, {"image", "i"}}}}}}};
+  auto pod = decodePodFacts(ok);
+  REQUIRE(pod.ok());
+  auto denying = policyWith(json::object());
+  PodReview review{&*pod, &denying, false, false, nullptr, kNow};
+  Decision d = decidePod(review);
+  CHECK(d.rules == std::vector<std::string>{"requireSegmentedNamespace"});
+  auto open = policyWith({{"network", {{"defaultDeny", {{"ingress", false}, {"egress", false}}}}}});
+  review.governing = &open;
+  CHECK(decidePod(review).allowed);
+}
+
 TEST_CASE("an active exception exempts the pod from its rules; an expired one does not") {
   PodFacts pod = hostNetworkPod();
   auto p = policyWith(json::object());
