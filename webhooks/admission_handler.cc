@@ -126,9 +126,9 @@ void AdmissionHandler::rebuildPolicies() {
   decoded_ = std::move(decoded);
 }
 
-std::vector<policy::SegmentationPolicy> AdmissionHandler::policies() const {
+std::shared_ptr<const std::vector<policy::SegmentationPolicy>> AdmissionHandler::policies() const {
   std::lock_guard lock(mu_);
-  return *decoded_;
+  return decoded_;  // an immutable snapshot: no copy on the request path
 }
 
 const policy::SegmentationPolicy* AdmissionHandler::governing(
@@ -142,7 +142,8 @@ const policy::SegmentationPolicy* AdmissionHandler::governing(
 }
 
 policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
-  auto all = policies();
+  auto snapshot = policies();
+  const std::vector<policy::SegmentationPolicy>& all = *snapshot;
   const std::string& resource = req.resource;
   if (req.pod.has_value() && (req.operation == "CREATE" || req.operation == "UPDATE")) {
     auto facts = *req.pod;

@@ -41,7 +41,7 @@ class AdmissionHandler {
   policy::Decision decide(const AdmissionRequest& request);
 
  private:
-  std::vector<policy::SegmentationPolicy> policies() const;
+  std::shared_ptr<const std::vector<policy::SegmentationPolicy>> policies() const;
   void rebuildPolicies();
   const policy::SegmentationPolicy* governing(const std::vector<policy::SegmentationPolicy>& all,
                                               const std::string& ns) const;
