@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "tests/support/concurrency.h"
 
 namespace doctest {
 template <typename Rep, typename Period>
@@ -28,23 +29,11 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 
-// Yields until `pred` holds or a generous bound runs out; returns whether it held.
+using testing::letOthersRun;
+
 template <typename Pred>
 bool eventually(Pred pred) {
-  for (int i = 0; i < 5'000'000; ++i) {
-    if (pred()) {
-      return true;
-    }
-    std::this_thread::yield();
-  }
-  return pred();
-}
-
-// Gives other threads a chance to run (and to misbehave) before the test looks.
-void letOthersRun() {
-  for (int i = 0; i < 2000; ++i) {
-    std::this_thread::yield();
-  }
+  return testing::eventuallyYielding(pred);
 }
 
 TEST_CASE("TokenBucket spends its burst, then spaces reservations 1/qps apart") {

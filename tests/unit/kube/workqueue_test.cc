@@ -15,29 +15,18 @@
 
 #include "common/clock.h"
 #include "kube/rate_limiter.h"
+#include "tests/support/concurrency.h"
 
 namespace bulkhead::kube {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Yields until `pred` holds or a generous bound runs out; returns whether it held.
+using testing::letOthersRun;
+
 template <typename Pred>
 bool eventually(Pred pred) {
-  for (int i = 0; i < 5'000'000; ++i) {
-    if (pred()) {
-      return true;
-    }
-    std::this_thread::yield();
-  }
-  return pred();
-}
-
-// Gives other threads a chance to run (and to misbehave) before the test looks.
-void letOthersRun() {
-  for (int i = 0; i < 2000; ++i) {
-    std::this_thread::yield();
-  }
+  return testing::eventuallyYielding(pred);
 }
 
 RateLimiterPtr backoff() { return std::make_unique<ItemExponentialFailureRateLimiter>(5ms, 1000s); }
