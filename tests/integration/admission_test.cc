@@ -7,6 +7,7 @@
 #include <functional>
 #include <thread>
 
+#include "tests/support/bench_util.h"
 #include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
 
@@ -15,12 +16,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-int freePort() {
-  auto r = shell("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-                 "print(s.getsockname()[1])'");
-  return std::stoi(r.out);
-}
 
 bool eventually(seconds timeout, const std::function<bool()>& condition) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
