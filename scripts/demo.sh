@@ -40,7 +40,7 @@ source "$dir/env"
 kubectl version | grep Server
 
 step "Installing the CRDs (Bulkhead's and Istio's) and the chart"
-kubectl apply --server-side -f crds/ -f "$TESTENV_ISTIO_CRDS" >/dev/null
+kubectl apply --server-side -f charts/bulkhead/crds/ -f "$TESTENV_ISTIO_CRDS" >/dev/null
 kubectl wait --for condition=established --timeout=60s \
   crd/segmentationpolicies.bulkhead.dev crd/peerauthentications.security.istio.io >/dev/null
 show helm install bulkhead charts/bulkhead --namespace bulkhead-system --create-namespace \

@@ -27,7 +27,7 @@ void run(const std::string& script) {
 const std::string& serviceAccountDir() {
   static std::string dir = [] {
     auto& cp = ControlPlane::get();
-    run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/crds/ >/dev/null && "
+    run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/charts/bulkhead/crds/ >/dev/null && "
         "kubectl wait --for condition=established --timeout=60s "
         "crd/segmentationpolicies.bulkhead.dev crd/segmentationexceptions.bulkhead.dev "
         ">/dev/null");
