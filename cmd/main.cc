@@ -1,15 +1,16 @@
 // bulkhead: zero-trust segmentation for Kubernetes. Flags, wiring and signals; nothing else.
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <optional>
-#include <sstream>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/flags.h"
@@ -21,11 +22,11 @@
 #include "kube/events.h"
 #include "kube/leader_election.h"
 #include "controller/segmentation_controller.h"
+#include "policy/cert_rotation.h"
 #include "webhooks/admission_handler.h"
-#include "webhooks/certs.h"
 #include "webhooks/https_server.h"
 #include "webhooks/metrics_server.h"
-#include "webhooks/registration.h"
+#include "webhooks/webhook_certificates.h"
 
 namespace bulkhead {
 namespace {
@@ -49,117 +50,104 @@ struct Options {
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   std::int64_t workers = 4;
   std::string metricsBindAddress = ":8080";
-  std::string webhookUrl;
   std::string webhookBindAddress;
-  std::string certDir;
+  std::string webhookCertSecret = "bulkhead-webhook-tls";
+  std::string webhookConfiguration = "bulkhead";
+  bool manageWebhookCerts = false;
+  std::string webhookCertHosts;
+  std::chrono::milliseconds caValidity{std::chrono::hours(24 * 365)};
+  std::chrono::milliseconds certValidity{std::chrono::hours(24 * 90)};
+  std::chrono::milliseconds certRenewBefore{std::chrono::hours(24 * 30)};
   std::string tlsMinVersion = "1.3";
   std::string controllerUsername;
 };
 
-// The webhook: its HTTPS server, handler and (with --webhook-url) its own certificate and
-// registration. Runs on every replica.
+// The webhook: its handler, the serving certificate from its Secret, and (once the Secret holds a
+// pair) its HTTPS server. Runs on every replica.
 struct Webhook {
   std::unique_ptr<webhooks::AdmissionHandler> handler;
+  std::unique_ptr<webhooks::ServingCertificateFiles> certificate;
   std::unique_ptr<webhooks::HttpsServer> server;
-  std::string generatedCertDir;  // removed on shutdown
+  std::string certDir;  // private, removed on shutdown
+
+  bool ready() const { return server != nullptr && handler->ready(); }
 
   void stop() {
-    server->stop(std::chrono::seconds(5));
-    handler->stop();
-    if (!generatedCertDir.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(generatedCertDir, ignored);
+    if (server) {
+      server->stop(std::chrono::seconds(5));
     }
+    certificate->stop();
+    handler->stop();
+    std::error_code ignored;
+    std::filesystem::remove_all(certDir, ignored);
   }
 };
 
-bool writeFile(const std::string& path, const std::string& content) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) {
-    return false;
+StatusOr<std::unique_ptr<Webhook>> prepareWebhook(const Options& opts, kube::ClientPtr client,
+                                                  ClockPtr clock, const std::string& ns) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = std::string(tmp ? tmp : "/tmp") + "/bulkhead-webhook.XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) {
+    return internalError("cannot create a directory for the webhook certificate under " +
+                         std::string(tmp ? tmp : "/tmp"));
   }
-  bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size();
-  return std::fclose(f) == 0 && ok;
-}
-
-StatusOr<Webhook> startWebhook(const Options& opts, kube::ClientPtr client, ClockPtr clock,
-                               const std::string& ns) {
-  std::string url = opts.webhookUrl;
-  auto scheme = url.find("://");
-  auto hostStart = scheme == std::string::npos ? 0 : scheme + 3;
-  auto pathStart = url.find('/', hostStart);
-  std::string hostPort = url.substr(hostStart, pathStart - hostStart);
-  auto colon = hostPort.rfind(':');
-  if (!url.starts_with("https://") || colon == std::string::npos) {
-    return invalidError("--webhook-url must look like https://HOST:PORT/validate");
-  }
-  std::string host = hostPort.substr(0, colon);
-  std::string certDir = opts.certDir;
-  std::string caPem;
-  std::string generatedCertDir;
-  if (certDir.empty()) {
-    // No certificates given: make a CA and a serving certificate for the URL's host.
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp ? tmp : "/tmp") + "/bulkhead-webhook.XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      return internalError("cannot create a directory for the webhook certificate");
-    }
-    certDir = tmpl;
-    auto now = clock->now();
-    ASSIGN_OR_RETURN(auto ca, webhooks::makeCa("bulkhead-webhook-ca", now, std::chrono::hours(24 * 365)));
-    bool isIp = !host.empty() && (std::isdigit(static_cast<unsigned char>(host[0])) || host[0] == '[');
-    std::string bare = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-    ASSIGN_OR_RETURN(auto serving, webhooks::issueServingCertificate(
-                                       ca, isIp ? std::vector<std::string>{} : std::vector{bare},
-                                       isIp ? std::vector{bare} : std::vector<std::string>{}, now,
-                                       std::chrono::hours(24 * 90)));
-    if (!writeFile(certDir + "/tls.crt", serving.certPem) ||
-        !writeFile(certDir + "/tls.key", serving.keyPem) ||
-        !writeFile(certDir + "/ca.crt", ca.certPem)) {
-      return internalError("cannot write the webhook certificate to " + certDir);
-    }
-    caPem = ca.certPem;
-    generatedCertDir = certDir;
-    log::info("made a webhook CA and serving certificate", {{"dir", certDir}, {"host", bare}});
-  } else {
-    std::ifstream in(certDir + "/ca.crt");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    caPem = ss.str();
-  }
-  Webhook w;
-  w.generatedCertDir = generatedCertDir;
+  auto w = std::make_unique<Webhook>();
+  w->certDir = dir;
   webhooks::AdmissionOptions aopts;
   aopts.installNamespace = ns;
   aopts.controllerUsername = opts.controllerUsername.empty()
                                  ? "system:serviceaccount:" + ns + ":bulkhead"
                                  : opts.controllerUsername;
-  w.handler = std::make_unique<webhooks::AdmissionHandler>(client, clock, aopts);
-  w.handler->start();
+  w->handler = std::make_unique<webhooks::AdmissionHandler>(client, clock, aopts);
+  w->handler->start();
+  w->certificate = std::make_unique<webhooks::ServingCertificateFiles>(
+      client, clock, ns, opts.webhookCertSecret, dir);
+  w->certificate->start();
+  return w;
+}
+
+// Waits for the Secret's first pair (the leader makes it with --manage-webhook-certs), then
+// serves. False when shutdown came first or the server cannot start.
+bool serveWebhook(const Options& opts, Webhook& w, const std::string& ns) {
+  bool waitLogged = false;
+  while (!w.certificate->waitForPair(std::chrono::seconds(1))) {
+    if (Shutdown::requested()) {
+      return false;
+    }
+    if (!waitLogged) {
+      log::info("waiting for the webhook certificate Secret",
+                {{"secret", ns + "/" + opts.webhookCertSecret}});
+      waitLogged = true;
+    }
+  }
   webhooks::HttpsServerOptions sopts;
-  sopts.bindAddress = opts.webhookBindAddress.empty() ? hostPort : opts.webhookBindAddress;
-  sopts.certFile = certDir + "/tls.crt";
-  sopts.keyFile = certDir + "/tls.key";
+  sopts.bindAddress = opts.webhookBindAddress;
+  sopts.certFile = w.certificate->certFile();
+  sopts.keyFile = w.certificate->keyFile();
   sopts.tlsMinVersion = opts.tlsMinVersion;
   auto* handler = w.handler.get();
-  ASSIGN_OR_RETURN(w.server, webhooks::HttpsServer::start(
-                                 sopts, [handler](const webhooks::HttpRequest& r) {
-                                   return handler->handle(r);
-                                 }));
-  log::info("serving the admission webhook", {{"address", sopts.bindAddress},
-                                              {"port", w.server->port()}});
-  if (caPem.empty()) {
-    log::warn("no ca.crt in --cert-dir: the webhook configuration is not registered");
-    return w;
+  auto server = webhooks::HttpsServer::start(
+      sopts, [handler](const webhooks::HttpRequest& r) { return handler->handle(r); });
+  if (!server.ok()) {
+    log::error("cannot start the webhook server", {{"error", server.status().toString()}});
+    return false;
   }
-  // Register only once the caches are ready, so that no request is answered blind.
-  for (int i = 0; i < 600 && !handler->ready() && !Shutdown::requested(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  w.server = std::move(*server);
+  log::info("serving the admission webhook",
+            {{"address", sopts.bindAddress}, {"port", w.server->port()}});
+  return true;
+}
+
+std::vector<std::string> splitList(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) {
+      out.push_back(item);
+    }
   }
-  RETURN_IF_ERROR(webhooks::registerWebhook(*client, webhooks::webhookConfiguration(url, caPem, ns))
-                      .withContext("registering the ValidatingWebhookConfiguration"));
-  log::info("registered the ValidatingWebhookConfiguration bulkhead", {{"url", url}});
-  return w;
+  return out;
 }
 
 std::string defaultIdentity() {
@@ -222,18 +210,21 @@ int serve(const Options& opts) {
   copts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
   copts.namespaceWorkers = static_cast<int>(opts.workers);
 
-  std::optional<Webhook> webhook;
-  if (!opts.webhookUrl.empty()) {
-    auto started = startWebhook(opts, *client, clock, ns);
-    if (!started.ok()) {
-      log::error("cannot start the webhook", {{"error", started.status().toString()}});
+  std::unique_ptr<Webhook> webhook;
+  if (!opts.webhookBindAddress.empty()) {
+    auto prepared = prepareWebhook(opts, *client, clock, ns);
+    if (!prepared.ok()) {
+      log::error("cannot start the webhook", {{"error", prepared.status().toString()}});
       return 1;
     }
-    webhook = std::move(*started);
+    webhook = std::move(*prepared);
   }
-  auto* admission = webhook ? webhook->handler.get() : nullptr;
+  std::atomic<bool> webhookServing{false};
+  auto* admission = webhook.get();
   auto metricsServer = webhooks::MetricsServer::start(
-      opts.metricsBindAddress, [admission] { return admission == nullptr || admission->ready(); });
+      opts.metricsBindAddress, [admission, &webhookServing] {
+        return admission == nullptr || (webhookServing.load() && admission->handler->ready());
+      });
   if (!metricsServer.ok()) {
     log::error("cannot start the metrics server", {{"error", metricsServer.status().toString()}});
     return 1;
@@ -241,19 +232,46 @@ int serve(const Options& opts) {
   log::info("serving metrics", {{"address", opts.metricsBindAddress},
                                 {"port", (*metricsServer)->port()}});
 
-  // The controller runs only while leading; start() blocks until its caches sync, so it runs on
-  // a thread of its own.
+  // What runs only on the leader: the controllers and, with --manage-webhook-certs, the
+  // certificate rotator. The controller's start() blocks until its caches sync, so it runs on a
+  // thread of its own.
+  webhooks::CertificateRotatorOptions rotation;
+  if (opts.manageWebhookCerts) {
+    rotation.ns = ns;
+    rotation.secretName = opts.webhookCertSecret;
+    rotation.webhookConfiguration = opts.webhookConfiguration;
+    rotation.hosts = splitList(opts.webhookCertHosts);
+    auto seconds = [](std::chrono::milliseconds d) {
+      return std::chrono::duration_cast<std::chrono::seconds>(d);
+    };
+    rotation.settings.caValidity = seconds(opts.caValidity);
+    rotation.settings.servingValidity = seconds(opts.certValidity);
+    rotation.settings.renewBefore = seconds(opts.certRenewBefore);
+    rotation.settings.propagationDelay =
+        std::min<std::chrono::seconds>(std::chrono::seconds(30), seconds(opts.certRenewBefore) / 4);
+    rotation.maxCheckInterval = std::min<std::chrono::milliseconds>(
+        std::chrono::minutes(1), opts.certRenewBefore / 4);
+  }
   std::mutex controllerMu;
   std::unique_ptr<controller::SegmentationController> segmentation;
+  std::unique_ptr<webhooks::CertificateRotator> rotator;
   std::thread controllerThread;
   auto startControllers = [&] {
     std::lock_guard lock(controllerMu);
+    if (opts.manageWebhookCerts) {
+      rotator = std::make_unique<webhooks::CertificateRotator>(*client, clock, rotation);
+      rotator->start();
+    }
     segmentation = std::make_unique<controller::SegmentationController>(*client, clock, events,
                                                                          copts);
     controllerThread = std::thread([c = segmentation.get()] { c->start(); });
   };
   auto stopControllers = [&] {
     std::lock_guard lock(controllerMu);
+    if (rotator) {
+      rotator->stop();
+      rotator.reset();
+    }
     if (segmentation) {
       segmentation->stop();
       controllerThread.join();
@@ -261,14 +279,20 @@ int serve(const Options& opts) {
       log::info("controllers stopped");
     }
   };
-
-  if (!opts.leaderElect) {
-    startControllers();
+  auto serveUntilShutdown = [&] {
+    if (webhook && serveWebhook(opts, *webhook, ns)) {
+      webhookServing = true;
+    }
     Shutdown::wait();
     boundShutdown(opts.shutdownTimeout);
     if (webhook) {
       webhook->stop();
     }
+  };
+
+  if (!opts.leaderElect) {
+    startControllers();
+    serveUntilShutdown();
     stopControllers();
     events->stop();
     return 0;
@@ -288,15 +312,38 @@ int serve(const Options& opts) {
       }
     });
   });
-  Shutdown::wait();
-  boundShutdown(opts.shutdownTimeout);
-  if (webhook) {
-    webhook->stop();
-  }
+  serveUntilShutdown();
   elector.stop();
   electing.join();
   events->stop();
   return lost ? 1 : 0;
+}
+
+// Flag combinations that cannot work, as a message; empty when fine.
+std::string checkOptions(const Options& opts) {
+  if (opts.webhookBindAddress.empty()) {
+    return opts.manageWebhookCerts ? "--manage-webhook-certs needs --webhook-bind-address" : "";
+  }
+  if (opts.webhookCertSecret.empty()) {
+    return "--webhook-cert-secret must name the Secret holding the webhook certificate";
+  }
+  if (!opts.manageWebhookCerts) {
+    return "";
+  }
+  if (splitList(opts.webhookCertHosts).empty()) {
+    return "--manage-webhook-certs needs --webhook-cert-hosts (the webhook Service's DNS names)";
+  }
+  if (opts.webhookConfiguration.empty()) {
+    return "--manage-webhook-certs needs --webhook-configuration";
+  }
+  policy::CertRotationSettings settings;
+  settings.caValidity = std::chrono::duration_cast<std::chrono::seconds>(opts.caValidity);
+  settings.servingValidity = std::chrono::duration_cast<std::chrono::seconds>(opts.certValidity);
+  settings.renewBefore = std::chrono::duration_cast<std::chrono::seconds>(opts.certRenewBefore);
+  settings.propagationDelay = std::min<std::chrono::seconds>(std::chrono::seconds(30),
+                                                             settings.renewBefore / 4);
+  std::string problem = policy::validateCertRotationSettings(settings);
+  return problem.empty() ? "" : "--ca-validity, --cert-validity, --cert-renew-before: " + problem;
 }
 
 int run(int argc, char** argv) {
@@ -334,13 +381,23 @@ int run(int argc, char** argv) {
   flags.addInt("workers", &opts.workers, "concurrent namespace reconciles");
   flags.addString("metrics-bind-address", &opts.metricsBindAddress,
                   "host:port of /metrics, /healthz and /readyz (plain HTTP)");
-  flags.addString("webhook-url", &opts.webhookUrl,
-                  "serve the admission webhook and register it at this URL "
-                  "(https://HOST:PORT/validate); makes its own certificate unless --cert-dir");
   flags.addString("webhook-bind-address", &opts.webhookBindAddress,
-                  "host:port the webhook listens on (default: the --webhook-url's)");
-  flags.addString("cert-dir", &opts.certDir,
-                  "directory with tls.crt, tls.key (reloaded on change) and ca.crt");
+                  "serve the admission webhook (HTTPS) on this host:port; empty: no webhook");
+  flags.addString("webhook-cert-secret", &opts.webhookCertSecret,
+                  "Secret in --namespace whose tls.crt/tls.key the webhook serves (watched: "
+                  "a new pair is used without a restart)");
+  flags.addBool("manage-webhook-certs", &opts.manageWebhookCerts,
+                "the leader makes the CA and serving certificate in --webhook-cert-secret, "
+                "rotates them and writes the CA bundle into --webhook-configuration");
+  flags.addString("webhook-configuration", &opts.webhookConfiguration,
+                  "the ValidatingWebhookConfiguration whose caBundle is kept current");
+  flags.addString("webhook-cert-hosts", &opts.webhookCertHosts,
+                  "comma-separated DNS names and IP addresses of the serving certificate");
+  flags.addDuration("ca-validity", &opts.caValidity, "validity of a self-managed CA");
+  flags.addDuration("cert-validity", &opts.certValidity,
+                    "validity of a self-managed serving certificate");
+  flags.addDuration("cert-renew-before", &opts.certRenewBefore,
+                    "renew self-managed certificates this long before they expire");
   flags.addString("tls-min-version", &opts.tlsMinVersion, "1.3 or 1.2");
   flags.addString("controller-username", &opts.controllerUsername,
                   "the only user allowed to change generated objects "
@@ -366,6 +423,10 @@ int run(int argc, char** argv) {
   auto level = log::parseLevel(opts.logLevel);
   if (!level) {
     std::cerr << "bulkhead: invalid --log-level \"" << opts.logLevel << "\"\n";
+    return 2;
+  }
+  if (auto problem = checkOptions(opts); !problem.empty()) {
+    std::cerr << "bulkhead: " << problem << "\n";
     return 2;
   }
   log::init(*level);

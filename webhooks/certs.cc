@@ -10,6 +10,9 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <memory>
 
 namespace bulkhead::webhooks {
@@ -167,6 +170,51 @@ StatusOr<TimePoint> certificateNotAfter(const std::string& pem) {
     return opensslError("reading notAfter");
   }
   return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+StatusOr<std::vector<std::string>> certificateHosts(const std::string& pem) {
+  X509Ptr cert = readCert(pem);
+  if (!cert) {
+    ERR_clear_error();
+    return invalidError("not a PEM certificate");
+  }
+  std::vector<std::string> hosts;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+    if (name->type == GEN_DNS) {
+      const ASN1_IA5STRING* dns = name->d.dNSName;
+      hosts.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                         static_cast<size_t>(ASN1_STRING_length(dns)));
+    } else if (name->type == GEN_IPADD) {
+      const ASN1_OCTET_STRING* ip = name->d.iPAddress;
+      char text[INET6_ADDRSTRLEN] = {};
+      const int family = ASN1_STRING_length(ip) == 4 ? AF_INET : AF_INET6;
+      if (inet_ntop(family, ASN1_STRING_get0_data(ip), text, sizeof text) != nullptr) {
+        hosts.emplace_back(text);
+      }
+    }
+  }
+  GENERAL_NAMES_free(names);
+  std::sort(hosts.begin(), hosts.end());
+  return hosts;
+}
+
+std::vector<std::string> splitPemCertificates(const std::string& bundle) {
+  static constexpr std::string_view kBegin = "-----BEGIN CERTIFICATE-----";
+  static constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
+  std::vector<std::string> blocks;
+  size_t at = 0;
+  while ((at = bundle.find(kBegin, at)) != std::string::npos) {
+    const size_t end = bundle.find(kEnd, at);
+    if (end == std::string::npos) {
+      break;
+    }
+    blocks.push_back(bundle.substr(at, end + kEnd.size() - at) + "\n");
+    at = end + kEnd.size();
+  }
+  return blocks;
 }
 
 Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,

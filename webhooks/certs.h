@@ -30,6 +30,14 @@ StatusOr<KeyPair> issueServingCertificate(const KeyPair& ca, const std::vector<s
 // The notAfter time of the first certificate in `pem`.
 StatusOr<TimePoint> certificateNotAfter(const std::string& pem);
 
+// The subject alternative names (DNS names and IP addresses, as text) of the first certificate in
+// `pem`, sorted.
+StatusOr<std::vector<std::string>> certificateHosts(const std::string& pem);
+
+// The PEM certificates in a bundle, each as its own PEM block ending in a newline; anything
+// between blocks is dropped.
+std::vector<std::string> splitPemCertificates(const std::string& bundle);
+
 // Does `certPem` chain to one of the CA certificates in `caBundlePem` and match `keyPem`?
 Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
                                 const std::string& caBundlePem, TimePoint now);

@@ -51,3 +51,30 @@ TEST_CASE("verification needs the right CA and the matching key; a bundle may ho
 
 }  // namespace
 }  // namespace bulkhead::webhooks
+
+namespace bulkhead::webhooks {
+namespace {
+
+TEST_CASE("a serving certificate's hosts are read back sorted; a bundle splits into its CAs") {
+  auto ca = makeCa("ca", kNow, std::chrono::days(365));
+  auto other = makeCa("other", kNow, std::chrono::days(365));
+  REQUIRE(ca.ok());
+  REQUIRE(other.ok());
+  auto serving = issueServingCertificate(*ca, {"svc.ns.svc", "svc"}, {"127.0.0.1", "::1"}, kNow,
+                                         std::chrono::days(90));
+  REQUIRE(serving.ok());
+  auto hosts = certificateHosts(serving->certPem);
+  REQUIRE(hosts.ok());
+  CHECK(*hosts == std::vector<std::string>{"127.0.0.1", "::1", "svc", "svc.ns.svc"});
+  CHECK(certificateHosts("not a certificate").status().message() == "not a PEM certificate");
+
+  auto blocks = splitPemCertificates("junk\n" + ca->certPem + "\n\n" + other->certPem);
+  REQUIRE(blocks.size() == 2);
+  CHECK(blocks[0] == ca->certPem);
+  CHECK(blocks[1] == other->certPem);
+  CHECK(splitPemCertificates("").empty());
+  CHECK(splitPemCertificates("-----BEGIN CERTIFICATE-----\nMIIB").empty());
+}
+
+}  // namespace
+}  // namespace bulkhead::webhooks
