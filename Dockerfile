@@ -22,5 +22,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin bulkhead
 COPY --from=build /build/bin/bulkhead /usr/local/bin/bulkhead
 USER 65532:65532
-EXPOSE 8443 8080
+EXPOSE 9443 8080
 ENTRYPOINT ["/usr/local/bin/bulkhead"]

@@ -12,8 +12,8 @@ std::string validateCertRotationSettings(const CertRotationSettings& s) {
   if (s.renewBefore >= s.servingValidity) {
     return "the renewal margin must be shorter than the serving certificate's validity";
   }
-  if (s.servingValidity > s.caValidity) {
-    return "the serving certificate cannot be valid for longer than its CA";
+  if (s.servingValidity + s.renewBefore >= s.caValidity) {
+    return "the CA must be valid for longer than the serving certificate plus the renewal margin";
   }
   if (s.propagationDelay.count() < 0 || s.propagationDelay >= s.renewBefore) {
     return "the propagation delay must be shorter than the renewal margin";
@@ -28,8 +28,10 @@ CertPlan planCertificates(const CertFacts& f, const CertRotationSettings& s, Tim
   if (!f.bundleHasCurrentCa) {
     return {CertAction::kRepairBundle, "the CA bundle does not hold the current CA", now};
   }
-  if (f.caNotAfter - now <= s.renewBefore) {
-    return {CertAction::kStageNewCa, "the CA expires within the renewal margin", now};
+  const TimePoint caRenewal = f.caNotAfter - s.servingValidity - s.renewBefore;
+  if (now >= caRenewal) {
+    return {CertAction::kStageNewCa,
+            "the CA would not outlive a new serving certificate and its renewal margin", now};
   }
   if (!f.bundleTrustedSince) {
     return {CertAction::kPublishBundle, "the webhook configuration's caBundle is out of date", now};
@@ -48,7 +50,7 @@ CertPlan planCertificates(const CertFacts& f, const CertRotationSettings& s, Tim
   if (!f.servingHostsMatch) {
     return {CertAction::kIssueServing, "the serving certificate's hosts changed", now};
   }
-  TimePoint next = std::min(f.caNotAfter, f.servingNotAfter) - s.renewBefore;
+  TimePoint next = std::min(caRenewal, f.servingNotAfter - s.renewBefore);
   for (TimePoint expiry : f.previousCaNotAfter) {
     if (expiry <= now) {
       return {CertAction::kPruneBundle, "a previous CA in the bundle has expired", now};

@@ -9,7 +9,9 @@
 // CA and a serving certificate it signs, kept in a Secret; the CAs the webhook configuration's
 // caBundle trusts. Pure: the certificates' facts and the time are inputs.
 //
-// A rotation never breaks a request: a new CA is first added to the trusted bundle next to the
+// The CA is renewed while it still has a whole serving certificate's validity plus the renewal
+// margin left, so every serving certificate gets its full validity and is renewed before its CA
+// goes. A rotation never breaks a request: a new CA is first added to the trusted bundle next to the
 // old one ("staged"); only once the webhook configuration has trusted the new bundle for a
 // propagation delay is a serving certificate issued from the new CA; the old CA leaves the bundle
 // when it expires (every certificate it signed expires with it: a serving certificate never
@@ -21,7 +23,8 @@ using TimePoint = std::chrono::system_clock::time_point;
 struct CertRotationSettings {
   std::chrono::seconds caValidity{std::chrono::hours(24 * 365)};
   std::chrono::seconds servingValidity{std::chrono::hours(24 * 90)};
-  // Renew a certificate this long before it expires.
+  // Renew a serving certificate this long before it expires (a CA this long plus the serving
+  // validity before it expires).
   std::chrono::seconds renewBefore{std::chrono::hours(24 * 30)};
   // How long the webhook configuration must have trusted a new CA before a serving certificate
   // from it is used: the API servers' time to pick up the configuration.

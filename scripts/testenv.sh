@@ -2,12 +2,16 @@
 # The real Kubernetes control plane for Bulkhead's tests (see ../shared/TESTENV.md).
 #
 #   testenv.sh build        build kube-apiserver, kubectl, etcd and helm from Go modules into the
-#                           cache and extract Istio's CRDs; a no-op when they are there already
+#                           cache and extract the Istio, cert-manager and ServiceMonitor CRDs; a
+#                           no-op when they are there already
 #   testenv.sh paths        print the directories and files the build provides (shell assignments)
 #   testenv.sh start DIR [--owner PID]
 #                           start etcd + kube-apiserver on free loopback ports; writes
 #                           DIR/kubeconfig and DIR/env (source it). With --owner, a watchdog stops
-#                           them when process PID exits, however it exits.
+#                           them when process PID exits, however it exits. DIR/env also names
+#                           CRDs for `kubectl apply -f`: TESTENV_ISTIO_CRDS (a file),
+#                           TESTENV_CERT_MANAGER_CRDS (a directory: Certificate and Issuer),
+#                           TESTENV_SERVICEMONITOR_CRD (a file)
 #   testenv.sh stop DIR     stop exactly the processes started in DIR and remove DIR
 #   testenv.sh apiserver-stop DIR / apiserver-start DIR
 #                           stop or start only the kube-apiserver (same port, same etcd)
@@ -17,6 +21,8 @@ K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.20.2
 ISTIO_API_VERSION=v1.32.0
+CERT_MANAGER_VERSION=v1.19.1
+PROM_OPERATOR_VERSION=v0.85.0
 
 CACHE_ROOT="${BULKHEAD_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/testbin}"
 K8S_DIR="$CACHE_ROOT/kubernetes-$K8S_VERSION"
@@ -24,6 +30,10 @@ ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
 HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
 ISTIO_DIR="$CACHE_ROOT/istio-api-$ISTIO_API_VERSION"
 ISTIO_CRDS="$ISTIO_DIR/customresourcedefinitions.gen.yaml"
+CERT_MANAGER_CRDS="$CACHE_ROOT/cert-manager-crds-$CERT_MANAGER_VERSION"
+PROM_OPERATOR_DIR="$CACHE_ROOT/prometheus-operator-$PROM_OPERATOR_VERSION"
+SERVICEMONITOR_CRD="$PROM_OPERATOR_DIR/monitoring.coreos.com_servicemonitors.yaml"
+CERT_MANAGER_CRD_FILES="cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
@@ -114,21 +124,64 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# go mod download MODULE@VERSION and print its directory in the module cache.
+module_dir() {
+  (cd /tmp && go mod download -json "$1") |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
 fetch_istio_crds() {
   [ -s "$ISTIO_CRDS" ] && return 0
   log "extracting Istio CRDs from istio.io/api $ISTIO_API_VERSION"
   local dir
-  dir=$(cd /tmp && go mod download -json "istio.io/api@$ISTIO_API_VERSION" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  dir=$(module_dir "istio.io/api@$ISTIO_API_VERSION")
   mkdir -p "$ISTIO_DIR"
   cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$ISTIO_CRDS.tmp"
   chmod 644 "$ISTIO_CRDS.tmp"
   mv "$ISTIO_CRDS.tmp" "$ISTIO_CRDS"
 }
 
+# Copy a CRD file from a module into the cache, refusing Helm-templated sources (the files used
+# here are plain controller-gen output; a templated one would need its templating stripped).
+copy_crd() {
+  local src=$1 dst=$2
+  [ -s "$src" ] || die "$src is missing"
+  if grep -q '{{' "$src"; then die "$src is Helm-templated; strip the templating first"; fi
+  cp "$src" "$dst.tmp"
+  chmod 644 "$dst.tmp"
+  mv "$dst.tmp" "$dst"
+}
+
+# The Certificate and Issuer CRDs, for the chart's cert-manager mode (only the kinds it renders).
+fetch_cert_manager_crds() {
+  local f missing=false
+  for f in $CERT_MANAGER_CRD_FILES; do [ -s "$CERT_MANAGER_CRDS/$f" ] || missing=true; done
+  $missing || return 0
+  log "extracting cert-manager CRDs from github.com/cert-manager/cert-manager $CERT_MANAGER_VERSION"
+  local dir
+  dir=$(module_dir "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION")
+  mkdir -p "$CERT_MANAGER_CRDS"
+  for f in $CERT_MANAGER_CRD_FILES; do
+    copy_crd "$dir/deploy/crds/$f" "$CERT_MANAGER_CRDS/$f"
+  done
+}
+
+# The ServiceMonitor CRD, for the chart's metrics.serviceMonitor option.
+fetch_servicemonitor_crd() {
+  [ -s "$SERVICEMONITOR_CRD" ] && return 0
+  log "extracting the ServiceMonitor CRD from prometheus-operator $PROM_OPERATOR_VERSION"
+  local dir
+  dir=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION")
+  mkdir -p "$PROM_OPERATOR_DIR"
+  copy_crd "$dir/example/prometheus-operator-crd/$(basename "$SERVICEMONITOR_CRD")" \
+    "$SERVICEMONITOR_CRD"
+}
+
 cmd_build() {
   command -v go >/dev/null || die "go is needed to build the test control plane"
   fetch_istio_crds
+  fetch_cert_manager_crds
+  fetch_servicemonitor_crd
   build_etcd
   build_helm
   build_kubernetes
@@ -137,6 +190,8 @@ cmd_build() {
 cmd_paths() {
   echo "TESTBIN_PATH=$K8S_DIR:$ETCD_DIR:$HELM_DIR"
   echo "ISTIO_CRDS=$ISTIO_CRDS"
+  echo "CERT_MANAGER_CRDS=$CERT_MANAGER_CRDS"
+  echo "SERVICEMONITOR_CRD=$SERVICEMONITOR_CRD"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +360,8 @@ export TESTENV_APISERVER_URL='$url'
 export TESTENV_ETCD_URL='http://127.0.0.1:$ETCD_PORT'
 export TESTENV_CA='$dir/pki/ca.crt'
 export TESTENV_ISTIO_CRDS='$ISTIO_CRDS'
+export TESTENV_CERT_MANAGER_CRDS='$CERT_MANAGER_CRDS'
+export TESTENV_SERVICEMONITOR_CRD='$SERVICEMONITOR_CRD'
 export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
 export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
 ENV
@@ -339,5 +396,5 @@ case "${1:-}" in
   stop) shift; cmd_stop "$@" ;;
   apiserver-stop) stop_pid "$(cat "${2:?DIR}/kube-apiserver.pid")" "$(cd "$2" && pwd)" ;;
   apiserver-start) apiserver_start "$(cd "${2:?DIR}" && pwd)" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 2 ;;
 esac

@@ -1,10 +1,10 @@
 // Benchmark: the admission webhook's throughput, latency and memory under load, and the latency
 // the API server itself records for it.
 //
-// Starts its own control plane, installs the CRDs and the chart's RBAC, creates a
-// SegmentationPolicy selecting zero-trust=on (Enforce) and a namespace `shop` it segments, then
-// runs the real `bulkhead --webhook-url https://127.0.0.1:PORT/validate` as the chart's
-// ServiceAccount. Then, with a realistic ~3.5 KB pod AdmissionReview that is allowed (so every
+// Starts its own control plane, installs the chart with real Helm (its webhook configuration
+// pointed at https://127.0.0.1:PORT/validate), creates a SegmentationPolicy selecting
+// zero-trust=on (Enforce) and a namespace `shop` it segments, then runs the real `bulkhead` with
+// the chart's Deployment args as the chart's ServiceAccount. Then, with a realistic ~3.5 KB pod AdmissionReview that is allowed (so every
 // pod rule runs):
 //   1. maximum throughput: wrk, 1 thread, 32 TLS 1.3 keep-alive connections, 15 s;
 //   2. latency at a fixed rate (2,000/s): an open-loop generator in this program (a few
@@ -20,7 +20,6 @@
 // Needs wrk (Debian package `wrk`); installs it with apt-get when it is missing.
 #define DOCTEST_CONFIG_IMPLEMENT  // BulkheadProcess's REQUIREs; failures go to onAssert below
 #include <doctest/doctest.h>
-#include <glob.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -603,7 +602,9 @@ int bench(Steady::time_point setupStart, std::int64_t wrkSeconds, std::int64_t w
           double rate, double rateSeconds, std::int64_t rateConnections, std::int64_t pods,
           std::int64_t podThreads) {
   auto& cp = testing::ControlPlane::get();
-  testing::serviceAccountDir();  // CRDs, the bulkhead-system namespace, ServiceAccount and RBAC
+  int port = freePort();
+  testing::installChart(port);
+  testing::serviceAccountDir();  // a token of the chart's ServiceAccount
   auto setup = cp.kubectl({"apply", "-f", "-"}, R"(
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -621,11 +622,10 @@ metadata:
     return fail("creating the policy and namespace: " + setup.err);
   }
 
-  int port = freePort();
-  std::string url = "https://127.0.0.1:" + std::to_string(port) + "/validate";
-  testing::BulkheadProcess webhook("webhook-load", {"--webhook-url", url});
-  if (!webhook.waitForLog("registered the ValidatingWebhookConfiguration", 60)) {
-    return fail("the webhook did not register; see " + webhook.logFile());
+  const std::string url = "https://127.0.0.1:" + std::to_string(port) + "/validate";
+  testing::BulkheadProcess webhook("webhook-load", testing::webhookArgs(port));
+  if (!webhook.waitForLog("serving the admission webhook", 60)) {
+    return fail("the webhook did not start; see " + webhook.logFile());
   }
   if (!eventually(60, [&] {
         return cp.kubectl({"get", "networkpolicy", "bulkhead-default-deny", "-n", "shop"})
@@ -633,24 +633,21 @@ metadata:
       })) {
     return fail("namespace shop was not segmented");
   }
-  // Its pid: the one child of ours running with this --webhook-url (the [-] keeps the pattern
-  // from matching the shell running pgrep).
-  auto pg =
-      testing::shell("pgrep -P " + std::to_string(getpid()) + " -f '[-]-webhook-url " + url + "'");
+  // Its pid: the one child of ours serving on this port (the [-] keeps the pattern from matching
+  // the shell running pgrep).
+  auto pg = testing::shell("pgrep -P " + std::to_string(getpid()) +
+                           " -f '[-]-webhook-bind-address 127.0.0.1:" + std::to_string(port) + "'");
   if (pg.exitCode != 0 || pg.out.find('\n') != pg.out.size() - 1) {
     return fail("cannot find the bulkhead process: " + pg.out + pg.err);
   }
   pid_t pid = std::stoi(pg.out);
 
-  glob_t g{};
-  std::string caFile;
-  if (glob((cp.dir() + "/bulkhead-webhook.*/ca.crt").c_str(), 0, nullptr, &g) == 0 &&
-      g.gl_pathc == 1) {
-    caFile = g.gl_pathv[0];
-  }
-  globfree(&g);
-  if (caFile.empty()) {
-    return fail("no " + cp.dir() + "/bulkhead-webhook.*/ca.crt");
+  // The CA the leader made, from the webhook's Secret.
+  std::string caFile = cp.dir() + "/webhook-ca.crt";
+  auto ca = cp.shell("kubectl get secret bulkhead-webhook-tls -n bulkhead-system "
+                     "-o jsonpath='{.data.ca\\.crt}' | base64 -d > '" + caFile + "'");
+  if (ca.exitCode != 0) {
+    return fail("cannot read the webhook CA: " + ca.err);
   }
   SSL_CTX* ctx = clientContext(caFile);
   if (ctx == nullptr) {

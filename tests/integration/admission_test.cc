@@ -1,6 +1,7 @@
-// The admission webhook through the real API server: `bulkhead --webhook-url` makes its own
-// certificate, serves HTTPS on loopback and registers the ValidatingWebhookConfiguration; the API
-// server calls it for every guarded request.
+// The admission webhook through the real API server: the chart installed with real Helm, its
+// ValidatingWebhookConfiguration pointed at a `bulkhead` on loopback that runs with the chart's
+// Deployment args; the leader makes the certificate and writes the caBundle, and the API server
+// calls the webhook for every guarded request.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -56,11 +57,11 @@ BulkheadProcess& webhook() {
         "kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait "
         "--for condition=established --timeout=60s crd/peerauthentications.security.istio.io");
     REQUIRE_MESSAGE(istio.exitCode == 0, istio.err);
-    auto* p = new BulkheadProcess(
-        "webhook", {"--webhook-url",
-                    "https://127.0.0.1:" + std::to_string(freePort()) + "/validate"});
+    const int port = freePort();
+    installChart(port);
+    auto* p = new BulkheadProcess("webhook", webhookArgs(port));
     ControlPlane::atTeardown([p] { delete p; });
-    REQUIRE(p->waitForLog("registered the ValidatingWebhookConfiguration", 60));
+    REQUIRE(p->waitForLog("serving the admission webhook", 60));
     auto policies = kubectl({"apply", "-f", "-"}, R"(
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy

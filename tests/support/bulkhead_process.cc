@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "tests/support/control_plane.h"
@@ -22,19 +23,48 @@ void run(const std::string& script) {
   REQUIRE_MESSAGE(r.exitCode == 0, script << "\n" << r.out << r.err);
 }
 
+bool chartInstalled = false;
+std::vector<std::string> deploymentArgs;
+
 }  // namespace
+
+void installChart(int webhookPort, const std::vector<std::string>& helmArgs) {
+  REQUIRE_MESSAGE(!chartInstalled, "installChart() runs once per test binary");
+  std::string command = "helm install bulkhead " BULKHEAD_SOURCE_DIR
+                        "/charts/bulkhead --namespace bulkhead-system --create-namespace "
+                        "--wait=false --set webhook.url=https://127.0.0.1:" +
+                        std::to_string(webhookPort) + "/validate";
+  for (const auto& a : helmArgs) {
+    command += " '" + a + "'";
+  }
+  run(command + " >/dev/null");
+  auto args = ControlPlane::get().kubectl(
+      {"get", "deployment", "bulkhead", "-n", "bulkhead-system", "-o",
+       "jsonpath={.spec.template.spec.containers[0].args}"});
+  REQUIRE_MESSAGE(args.exitCode == 0, args.err);
+  deploymentArgs = nlohmann::json::parse(args.out).get<std::vector<std::string>>();
+  chartInstalled = true;
+}
+
+std::vector<std::string> webhookArgs(int port) {
+  return {"--webhook-bind-address", "127.0.0.1:" + std::to_string(port), "--webhook-cert-hosts",
+          "127.0.0.1"};
+}
 
 const std::string& serviceAccountDir() {
   static std::string dir = [] {
     auto& cp = ControlPlane::get();
-    run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/charts/bulkhead/crds/ >/dev/null && "
-        "kubectl wait --for condition=established --timeout=60s "
+    if (!chartInstalled) {
+      run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/charts/bulkhead/crds/ >/dev/null");
+      run("kubectl create namespace bulkhead-system >/dev/null && "
+          "helm template bulkhead " BULKHEAD_SOURCE_DIR "/charts/bulkhead "
+          "--namespace bulkhead-system --kube-version 1.35.4 "
+          "--show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml | "
+          "kubectl apply -f - >/dev/null");
+    }
+    run("kubectl wait --for condition=established --timeout=60s "
         "crd/segmentationpolicies.bulkhead.dev crd/segmentationexceptions.bulkhead.dev "
         ">/dev/null");
-    run("kubectl create namespace bulkhead-system >/dev/null && "
-        "helm template bulkhead " BULKHEAD_SOURCE_DIR "/charts/bulkhead --namespace bulkhead-system "
-        "--kube-version 1.35.4 --show-only templates/serviceaccount.yaml "
-        "--show-only templates/rbac.yaml | kubectl apply -f - >/dev/null");
     std::string d = cp.dir() + "/bulkhead-sa";
     run("mkdir -p " + d + " && cp \"$TESTENV_CA\" " + d + "/ca.crt && echo bulkhead-system > " + d +
         "/namespace && kubectl create token bulkhead -n bulkhead-system --duration 6h > " + d +
@@ -51,8 +81,9 @@ BulkheadProcess::BulkheadProcess(const std::string& logName,
   std::string port = cp.url().substr(cp.url().rfind(':') + 1);
   const char* logDir = std::getenv("BULKHEAD_TEST_LOG_DIR");
   log_ = (logDir ? std::string(logDir) : cp.dir()) + "/" + logName + ".log";
-  std::vector<std::string> args = {BULKHEAD_BINARY,
-                                   "--service-account-dir",
+  std::vector<std::string> args = {BULKHEAD_BINARY};
+  args.insert(args.end(), deploymentArgs.begin(), deploymentArgs.end());
+  std::vector<std::string> local = {"--service-account-dir",
                                    saDir,
                                    "--leader-elect",
                                    "--leader-election-identity",
@@ -65,6 +96,7 @@ BulkheadProcess::BulkheadProcess(const std::string& logName,
                                    "200",
                                    "--kube-burst",
                                    "400"};
+  args.insert(args.end(), local.begin(), local.end());
   args.insert(args.end(), extraArgs.begin(), extraArgs.end());
   pid_ = fork();
   REQUIRE(pid_ >= 0);

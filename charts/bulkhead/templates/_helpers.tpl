@@ -56,3 +56,22 @@ Name of the ServiceAccount the controller runs as.
 {{- define "bulkhead.serviceAccountName" -}}
 {{- default (include "bulkhead.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
+
+{{/*
+The webhook Service's DNS names, comma-separated: the names the API server may use to reach
+it, so the names the serving certificate must carry (self-managed and cert-manager alike).
+*/}}
+{{- define "bulkhead.webhookDNSNames" -}}
+{{- $name := include "bulkhead.fullname" . }}
+{{- $inNamespace := printf "%s.%s" $name .Release.Namespace }}
+{{- $svc := printf "%s.svc" $inNamespace }}
+{{- list $name $inNamespace $svc (printf "%s.%s" $svc .Values.clusterDomain) | join "," }}
+{{- end }}
+
+{{/*
+The Secret with the webhook's serving pair (tls.crt, tls.key, ca.crt), written by bulkhead
+itself or by cert-manager, and read by every replica through the API.
+*/}}
+{{- define "bulkhead.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "bulkhead.fullname" .) }}
+{{- end }}

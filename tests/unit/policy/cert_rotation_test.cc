@@ -34,9 +34,9 @@ TEST_CASE("settings: margins shorter than validities, serving no longer than the
   CHECK(validateCertRotationSettings(s) ==
         "the renewal margin must be shorter than the serving certificate's validity");
   s = {};
-  s.servingValidity = s.caValidity + seconds(1);
+  s.servingValidity = s.caValidity - s.renewBefore;
   CHECK(validateCertRotationSettings(s) ==
-        "the serving certificate cannot be valid for longer than its CA");
+        "the CA must be valid for longer than the serving certificate plus the renewal margin");
   s = {};
   s.propagationDelay = s.renewBefore;
   CHECK(validateCertRotationSettings(s) ==
@@ -48,6 +48,9 @@ TEST_CASE("each state leads to one action, in order of urgency") {
   CertFacts f = healthy();
   CHECK(planCertificates(f, s, kNow).action == CertAction::kNone);
   CHECK(planCertificates(f, s, kNow).nextCheck == kNow + days(30));
+  f.caNotAfter = kNow + days(130);
+  CHECK(planCertificates(f, s, kNow).nextCheck == kNow + days(10));  // the CA's renewal first
+  f = healthy();
 
   CertFacts missing;
   missing.problem = "secret bulkhead-system/bulkhead-webhook-tls not found";
@@ -60,8 +63,10 @@ TEST_CASE("each state leads to one action, in order of urgency") {
   CHECK(planCertificates(f, s, kNow).action == CertAction::kRepairBundle);
 
   f = healthy();
-  f.caNotAfter = kNow + days(30);
+  f.caNotAfter = kNow + days(120);  // 90 days of serving validity + 30 days of margin
   CHECK(planCertificates(f, s, kNow).action == CertAction::kStageNewCa);
+  CHECK(planCertificates(f, s, kNow - days(1)).action == CertAction::kNone);
+  CHECK(planCertificates(f, s, kNow - days(1)).nextCheck == kNow);
 
   f = healthy();
   f.bundleTrustedSince.reset();
@@ -208,7 +213,7 @@ TEST_CASE("simulated rotations never leave a served certificate untrusted") {
   }
   // Both kinds of rotation happened, many times.
   CHECK(actions[CertAction::kBootstrap] == 1);
-  CHECK(actions[CertAction::kStageNewCa] >= 15);
+  CHECK(actions[CertAction::kStageNewCa] >= 20);
   CHECK(actions[CertAction::kIssueServing] >= 60);
   CHECK(actions[CertAction::kPruneBundle] >= 15);
   CHECK(actions[CertAction::kRepairBundle] == 0);
