@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test: unit, integration (real kube-apiserver + etcd), and the
-# pure core's unit tests again under AddressSanitizer + UBSan. Exits non-zero on any failure.
+# Builds everything and runs every test: unit, integration (real kube-apiserver + etcd; the chart
+# with real Helm), the end-to-end suite through scripts/demo.sh, and the pure core's unit tests
+# again under AddressSanitizer + UBSan. Exits non-zero on any failure.
 # Installs what it needs when missing; fast when already set up.
 #
 #   scripts/test.sh              everything
@@ -80,6 +81,10 @@ begin "integration tests"
 ctest --test-dir build --output-on-failure -L integration || status=1
 end
 check_leftovers || status=1
+
+begin "end-to-end suite (scripts/demo.sh)"
+scripts/demo.sh || status=1
+end
 
 begin "pure core under ASan+UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBULKHEAD_SANITIZE=address \

@@ -5,6 +5,7 @@
 #                           cache and extract the Istio, cert-manager and ServiceMonitor CRDs; a
 #                           no-op when they are there already
 #   testenv.sh paths        print the directories and files the build provides (shell assignments)
+#   testenv.sh istio-crds   only fetch Istio's CRDs (for scripts/e2e-kind.sh); prints the file
 #   testenv.sh start DIR [--owner PID]
 #                           start etcd + kube-apiserver on free loopback ports; writes
 #                           DIR/kubeconfig and DIR/env (source it). With --owner, a watchdog stops
@@ -185,6 +186,12 @@ cmd_build() {
   build_etcd
   build_helm
   build_kubernetes
+}
+
+cmd_crds() {
+  command -v go >/dev/null || die "go is needed to fetch the CRDs"
+  fetch_istio_crds
+  echo "$ISTIO_CRDS"
 }
 
 cmd_paths() {
@@ -392,6 +399,7 @@ cmd_stop() {
 case "${1:-}" in
   build) cmd_build ;;
   paths) cmd_paths ;;
+  istio-crds) cmd_crds ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   apiserver-stop) stop_pid "$(cat "${2:?DIR}/kube-apiserver.pid")" "$(cd "$2" && pwd)" ;;

@@ -82,9 +82,10 @@ std::string joined(const std::vector<std::string>& parts) {
   return out;
 }
 
-kube::InformerOptions informerOptions(const std::string& ns, const std::string& name) {
+kube::InformerOptions informerOptions(const kube::ResourceType& type, const std::string& ns,
+                                      const std::string& name) {
   kube::InformerOptions options;
-  options.type = kube::resources::kSecrets;
+  options.type = type;
   options.ns = ns;
   options.fieldSelector = "metadata.name=" + name;
   return options;
@@ -100,7 +101,7 @@ ServingCertificateFiles::ServingCertificateFiles(kube::ClientPtr client, ClockPt
     : ns_(std::move(ns)),
       name_(std::move(secretName)),
       dir_(std::move(dir)),
-      informer_(std::move(client), std::move(clock), informerOptions(ns_, name_)) {
+      informer_(std::move(client), std::move(clock), informerOptions(kube::resources::kSecrets, ns_, name_)) {
   informer_.addEventHandlers({
       .onAdd = [this](const json& s) { onSecret(s); },
       .onUpdate = [this](const json&, const json& s) { onSecret(s); },
@@ -167,15 +168,28 @@ void ServingCertificateFiles::onSecret(const json& secret) {
 
 CertificateRotator::CertificateRotator(kube::ClientPtr client, ClockPtr clock,
                                        CertificateRotatorOptions options)
-    : client_(std::move(client)), clock_(std::move(clock)), options_(std::move(options)) {
+    : client_(std::move(client)),
+      clock_(std::move(clock)),
+      options_(std::move(options)),
+      webhookConfiguration_(client_, clock_,
+                            informerOptions(kube::resources::kValidatingWebhookConfigurations, "",
+                                            options_.webhookConfiguration)) {
   for (const auto& host : options_.hosts) {
     (isIpAddress(host) ? ipAddresses_ : dnsNames_).push_back(host);
   }
+  webhookConfiguration_.addEventHandlers({
+      .onAdd = [this](const json&) { wake(); },
+      .onUpdate = [this](const json&, const json&) { wake(); },
+      .onDelete = [this](const json&) { wake(); },
+  });
 }
 
 CertificateRotator::~CertificateRotator() { stop(); }
 
-void CertificateRotator::start() { thread_ = std::thread([this] { run(); }); }
+void CertificateRotator::start() {
+  webhookConfiguration_.start();
+  thread_ = std::thread([this] { run(); });
+}
 
 void CertificateRotator::stop() {
   {
@@ -183,9 +197,18 @@ void CertificateRotator::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  webhookConfiguration_.stop();
   if (thread_.joinable()) {
     thread_.join();
   }
+}
+
+void CertificateRotator::wake() {
+  {
+    std::lock_guard lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
 }
 
 void CertificateRotator::run() {
@@ -208,12 +231,13 @@ void CertificateRotator::run() {
     }
     std::unique_lock lock(mu_);
     const auto deadline = clock_->monotonicNow() + wait;
-    while (!stopping_ && clock_->monotonicNow() < deadline) {
+    while (!stopping_ && !woken_ && clock_->monotonicNow() < deadline) {
       clock_->waitUntil(lock, cv_, deadline);
     }
     if (stopping_) {
       return;
     }
+    woken_ = false;
   }
 }
 

@@ -74,7 +74,8 @@ struct CertificateRotatorOptions {
 
 // Runs on the leader: makes the CA and serving certificate when missing, rotates them before
 // they expire (policy::planCertificates decides what and when) and keeps the webhook
-// configuration's caBundle equal to the Secret's bundle. Failures (a Forbidden, a missing
+// configuration's caBundle equal to the Secret's bundle; it watches the webhook configuration,
+// so one recreated without caBundle is repaired at once. Failures (a Forbidden, a missing
 // webhook configuration) are logged with what to do and retried with backoff.
 class CertificateRotator {
  public:
@@ -91,6 +92,7 @@ class CertificateRotator {
 
  private:
   void run();
+  void wake();
   Status writeSecret(const std::optional<nlohmann::json>& existing,
                      const std::map<std::string, std::string>& data);
 
@@ -102,10 +104,12 @@ class CertificateRotator {
   // The bundle last seen in (or written to) the webhook configuration, and since when.
   std::string trustedBundle_;
   policy::TimePoint trustedSince_;
+  kube::Informer webhookConfiguration_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
+  bool woken_ = false;     // guarded by mu_
 };
 
 }  // namespace bulkhead::webhooks

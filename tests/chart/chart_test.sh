@@ -193,8 +193,8 @@ expect_can no create secrets default
 expect_can no get secrets/some-other-secret
 expect_can no list secrets
 expect_can no delete "$secret"
-expect_can yes get "$vwc/$release"
-expect_can yes update "$vwc/$release"
+for verb in get list watch update; do expect_can yes "$verb" "$vwc/$release"; done
+expect_can no list "$vwc"
 expect_can no update "$vwc/some-other-webhook"
 expect_can no create "$vwc"
 expect_can no delete "$vwc/$release"

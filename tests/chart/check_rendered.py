@@ -211,10 +211,11 @@ else:
     check("self-managed: no cert-manager objects", not cm_kinds, str(cm_kinds))
     check("self-managed: no inject-ca-from annotation",
           "annotations" not in vwc.get("metadata", {}))
-    check("self-managed: VWC access is get/update on this one object, and no create",
+    check("self-managed: VWC access is get/list/watch/update on this one object, and no create",
           vwc_rules == [{"apiGroups": ["admissionregistration.k8s.io"],
                          "resources": ["validatingwebhookconfigurations"],
-                         "resourceNames": [RELEASE], "verbs": ["get", "update"]}],
+                         "resourceNames": [RELEASE],
+                         "verbs": ["get", "list", "watch", "update"]}],
           str(vwc_rules))
     check("self-managed: the Secret is read and updated by name, created in this namespace",
           secret_rules == [reads, dict(reads, verbs=["update"]),

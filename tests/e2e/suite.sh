@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Bulkhead end to end, against whatever cluster kubectl points at, with the chart installed as
+# release `bulkhead` in bulkhead-system and its webhook serving. One suite, two targets:
+# scripts/demo.sh runs it on the local control plane (bulkhead on loopback), scripts/e2e-kind.sh
+# in a kind cluster (bulkhead in its pods). Prints each step and command so a person can follow,
+# checks every outcome, and exits non-zero if any check failed.
+#
+#   tests/e2e/suite.sh CHART_DIR       (E2E_KEEP=1 leaves what it created in place)
+set -euo pipefail
+chart=${1:?usage: suite.sh CHART_DIR}
+
+failures=0
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
+pass() { printf '\033[32mok\033[0m   %s\n' "$*"; }
+fail() { printf '\033[31mFAIL\033[0m %s\n' "$*"; failures=$((failures + 1)); }
+# run CMD...: shows it, runs it, keeps its output in $out and exit code in $rc.
+run() {
+  show "$*"
+  set +e
+  out=$("$@" 2>&1)
+  rc=$?
+  set -e
+  [ -n "$out" ] && printf '%s\n' "$out"
+  return 0
+}
+# until_true SECONDS CMD...: true once CMD succeeds within SECONDS.
+until_true() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.3
+  done
+}
+pod() {  # pod NAME NAMESPACE EXTRA_SPEC [APP]
+  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","namespace":"%s","labels":{"app.kubernetes.io/name":"%s"}},"spec":{%s"containers":[{"name":"web","image":"nginx"}]}}' \
+    "$1" "$2" "${4:-web}" "$3"
+}
+create_pod() { pod "$@" | kubectl create -f -; }
+dry_run_pod() { pod "$@" | kubectl create --dry-run=server -f -; }
+# Denied by Bulkhead for the host network (not merely failing, e.g. on an untrusted certificate).
+denied_pod() {
+  local o
+  o=$(dry_run_pod "$@" 2>&1) && return 1
+  grep -q 'violates forbidHostNetwork' <<<"$o"
+}
+ready() {
+  [ "$(kubectl get segpol "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+step "Namespaces and two SegmentationPolicies: baseline (Enforce) and lenient (Warn)"
+for ns in shop payments lab blog; do
+  kubectl get namespace "$ns" >/dev/null 2>&1 || run kubectl create namespace "$ns"
+done
+run kubectl label --overwrite namespace shop payments zero-trust=on
+run kubectl label --overwrite namespace lab zero-trust=warn
+show "kubectl apply -f - (policies)"
+kubectl apply -f - <<'YAML'
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: baseline}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: "on"}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: lenient}
+spec:
+  mode: Warn
+  namespaceSelector: {matchLabels: {zero-trust: "warn"}}
+YAML
+until_true 60 ready baseline && pass "policy baseline is Ready" || fail "policy baseline is not Ready"
+until_true 60 ready lenient && pass "policy lenient is Ready" || fail "policy lenient is not Ready"
+
+step "What Bulkhead generated (nothing in blog, which no policy selects)"
+run kubectl get segpol
+run kubectl get networkpolicies,peerauthentications -A -l app.kubernetes.io/managed-by=bulkhead
+for ns in shop payments lab; do
+  kubectl get networkpolicy bulkhead-default-deny -n "$ns" >/dev/null 2>&1 &&
+    pass "default-deny in $ns" || fail "no default-deny in $ns"
+done
+[ -z "$(kubectl get networkpolicies -n blog -o name)" ] && pass "nothing in blog" ||
+  fail "objects were generated in blog"
+run kubectl get networkpolicy bulkhead-default-deny -n shop -o 'jsonpath={.spec}{"\n"}'
+
+step "A pod on the host network would bypass every NetworkPolicy: rejected"
+# The API server picks up a new webhook configuration (and its caBundle) within moments.
+until_true 60 denied_pod probe shop '"hostNetwork":true,' || true
+run create_pod web-1 shop '"hostNetwork":true,'
+if [ $rc -ne 0 ] && grep -q 'violates forbidHostNetwork (spec.hostNetwork=true)' <<<"$out"; then
+  pass "rejected, with the rule, the field, the policy and the fix"
+else
+  fail "a hostNetwork pod in shop was not rejected as expected"
+fi
+run create_pod web-1 shop ''
+[ $rc -eq 0 ] && pass "the same pod without hostNetwork is admitted" || fail "a clean pod was refused"
+
+step "In a Warn namespace the same pod is admitted, with a warning kubectl prints"
+run create_pod tool-1 lab '"hostNetwork":true,'
+if [ $rc -eq 0 ] && grep -q '^Warning: bulkhead: pod "tool-1" in namespace "lab" violates forbidHostNetwork' <<<"$out"; then
+  pass "admitted with an admission warning"
+else
+  fail "no Warn-mode warning"
+fi
+
+step "A SegmentationException lets one agent use the host network, for 20 seconds"
+me=$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
+expires=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
+show "kubectl apply -f - (exception for app.kubernetes.io/name=agent until $expires, requestedBy $me)"
+kubectl apply -f - <<YAML
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationException
+metadata: {name: node-agent, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app.kubernetes.io/name: agent}}
+  rules: [forbidHostNetwork]
+  reason: "vendor agent needs the host network until its v5 (TICKET-123)"
+  expiresAt: "$expires"
+  requestedBy: "$me"
+YAML
+until_true 15 dry_run_pod agent-probe shop '"hostNetwork":true,' agent || true
+run create_pod agent-1 shop '"hostNetwork":true,' agent
+[ $rc -eq 0 ] && pass "the agent is admitted while the exception is active" ||
+  fail "the exception was not honoured"
+run create_pod other-1 shop '"hostNetwork":true,'
+[ $rc -ne 0 ] && pass "other pods are still rejected" || fail "the exception leaked to other pods"
+show "sleep until $expires"
+while [ "$(date -u +%s)" -le "$(date -u -d "$expires" +%s)" ]; do sleep 1; done
+run create_pod agent-2 shop '"hostNetwork":true,' agent
+if [ $rc -ne 0 ] && grep -q 'violates forbidHostNetwork' <<<"$out"; then
+  pass "after expiresAt the exception no longer applies"
+else
+  fail "an expired exception still exempted a pod"
+fi
+run kubectl get segex -n shop
+
+step "Generated objects are guarded: nobody but Bulkhead may change or delete them"
+run kubectl delete networkpolicy bulkhead-default-deny -n shop
+[ $rc -ne 0 ] && pass "deletion rejected" || fail "a generated NetworkPolicy was deleted"
+
+step "Recovering when the webhook is down, and drift repair without the webhook"
+run kubectl delete validatingwebhookconfiguration bulkhead
+run kubectl delete networkpolicy bulkhead-default-deny -n shop
+until_true 30 kubectl get networkpolicy bulkhead-default-deny -n shop &&
+  pass "Bulkhead put the default-deny back" || fail "drift was not repaired"
+run kubectl get events -n shop --field-selector reason=Repaired -o custom-columns=REASON:.reason,MESSAGE:.message
+show "helm upgrade bulkhead $chart -n bulkhead-system --reuse-values   # restores the webhook"
+helm upgrade bulkhead "$chart" -n bulkhead-system --reuse-values --wait=false | grep -E '^(STATUS|REVISION)' || true
+until_true 60 denied_pod probe shop '"hostNetwork":true,' &&
+  pass "the webhook is back (Bulkhead wrote its CA into the new configuration)" ||
+  fail "the webhook did not come back after helm upgrade"
+
+step "Leaving segmentation is guarded too: a label change that unselects a namespace"
+run kubectl label namespace payments zero-trust-
+if [ $rc -ne 0 ] && grep -q 'would take namespace "payments" out of every SegmentationPolicy' <<<"$out"; then
+  pass "rejected: only the policy's approver groups may do that"
+else
+  fail "a namespace left segmentation by a label change"
+fi
+
+step "Deleting a policy removes what it generated (its finalizer cleans up first)"
+run kubectl delete segpol lenient
+until_true 30 test -z "$(kubectl get networkpolicies,peerauthentications -n lab -l app.kubernetes.io/managed-by=bulkhead -o name)" &&
+  pass "lab is no longer segmented" || fail "objects were left in lab"
+run kubectl get networkpolicies -n lab
+
+if [ "${E2E_KEEP:-0}" != 1 ]; then
+  step "Cleaning up what the suite created"
+  kubectl delete pod web-1 agent-1 -n shop --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete pod tool-1 -n lab --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete segex node-agent -n shop --ignore-not-found >/dev/null
+  kubectl delete segpol baseline lenient --ignore-not-found >/dev/null
+  kubectl label namespace shop payments lab zero-trust- >/dev/null
+fi
+
+echo
+if [ $failures -eq 0 ]; then
+  echo "e2e suite: all checks passed"
+else
+  echo "e2e suite: $failures check(s) FAILED"
+  exit 1
+fi
