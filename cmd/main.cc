@@ -24,6 +24,7 @@
 #include "controller/segmentation_controller.h"
 #include "policy/cert_rotation.h"
 #include "webhooks/admission_handler.h"
+#include "webhooks/certs.h"
 #include "webhooks/https_server.h"
 #include "webhooks/metrics_server.h"
 #include "webhooks/webhook_certificates.h"
@@ -266,22 +267,29 @@ int serve(const Options& opts) {
                                                                          copts);
     controllerThread = std::thread([c = segmentation.get()] { c->start(); });
   };
+  // The controllers first: after a lost Lease they must stop before another leader starts.
   auto stopControllers = [&] {
     std::lock_guard lock(controllerMu);
-    if (rotator) {
-      rotator->stop();
-      rotator.reset();
-    }
     if (segmentation) {
       segmentation->stop();
       controllerThread.join();
       segmentation.reset();
       log::info("controllers stopped");
     }
+    if (rotator) {
+      rotator->stop();
+      rotator.reset();
+    }
   };
+  bool webhookFailed = false;
   auto serveUntilShutdown = [&] {
-    if (webhook && serveWebhook(opts, *webhook, ns)) {
-      webhookServing = true;
+    if (webhook) {
+      if (serveWebhook(opts, *webhook, ns)) {
+        webhookServing = true;
+      } else if (!Shutdown::requested()) {
+        webhookFailed = true;  // exit non-zero, so the kubelet restarts the pod
+        Shutdown::request();
+      }
     }
     Shutdown::wait();
     boundShutdown(opts.shutdownTimeout);
@@ -295,7 +303,7 @@ int serve(const Options& opts) {
     serveUntilShutdown();
     stopControllers();
     events->stop();
-    return 0;
+    return webhookFailed ? 1 : 0;
   }
   kube::LeaderElectionConfig le;
   le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
@@ -316,7 +324,7 @@ int serve(const Options& opts) {
   elector.stop();
   electing.join();
   events->stop();
-  return lost ? 1 : 0;
+  return lost || webhookFailed ? 1 : 0;
 }
 
 // Flag combinations that cannot work, as a message; empty when fine.
@@ -330,8 +338,12 @@ std::string checkOptions(const Options& opts) {
   if (!opts.manageWebhookCerts) {
     return "";
   }
-  if (splitList(opts.webhookCertHosts).empty()) {
+  const auto hosts = splitList(opts.webhookCertHosts);
+  if (hosts.empty()) {
     return "--manage-webhook-certs needs --webhook-cert-hosts (the webhook Service's DNS names)";
+  }
+  if (auto canonical = webhooks::canonicalHosts(hosts); !canonical.ok()) {
+    return "--webhook-cert-hosts: " + canonical.status().message();
   }
   if (opts.webhookConfiguration.empty()) {
     return "--manage-webhook-certs needs --webhook-configuration";

@@ -22,8 +22,12 @@ std::string validateCertRotationSettings(const CertRotationSettings& s) {
 }
 
 CertPlan planCertificates(const CertFacts& f, const CertRotationSettings& s, TimePoint now) {
-  if (!f.usable) {
-    return {CertAction::kBootstrap, f.problem.empty() ? "no certificate yet" : f.problem, now};
+  if (!f.caUsable) {
+    const std::string problem = f.problem.empty() ? "no CA yet" : f.problem;
+    if (f.webhookTrustsSomeCa) {
+      return {CertAction::kStageNewCa, problem + "; staging a new CA next to the trusted ones", now};
+    }
+    return {CertAction::kBootstrap, problem, now};
   }
   if (!f.bundleHasCurrentCa) {
     return {CertAction::kRepairBundle, "the CA bundle does not hold the current CA", now};
@@ -33,6 +37,14 @@ CertPlan planCertificates(const CertFacts& f, const CertRotationSettings& s, Tim
     return {CertAction::kStageNewCa,
             "the CA would not outlive a new serving certificate and its renewal margin", now};
   }
+  // Renewing from a CA that is already in use needs no change of trust.
+  if (f.servingFromCurrentCa && f.servingNotAfter - now <= s.renewBefore) {
+    return {CertAction::kIssueServing,
+            "the serving certificate expires within the renewal margin", now};
+  }
+  if (f.servingFromCurrentCa && !f.servingHostsMatch) {
+    return {CertAction::kIssueServing, "the serving certificate's hosts changed", now};
+  }
   if (!f.bundleTrustedSince) {
     return {CertAction::kPublishBundle, "the webhook configuration's caBundle is out of date", now};
   }
@@ -41,14 +53,7 @@ CertPlan planCertificates(const CertFacts& f, const CertRotationSettings& s, Tim
     if (now < trustedFrom) {
       return {CertAction::kNone, "waiting for the API servers to trust the new CA", trustedFrom};
     }
-    return {CertAction::kIssueServing, "the serving certificate is not from the current CA", now};
-  }
-  if (f.servingNotAfter - now <= s.renewBefore) {
-    return {CertAction::kIssueServing,
-            "the serving certificate expires within the renewal margin", now};
-  }
-  if (!f.servingHostsMatch) {
-    return {CertAction::kIssueServing, "the serving certificate's hosts changed", now};
+    return {CertAction::kIssueServing, "no serving certificate from the current CA", now};
   }
   TimePoint next = std::min(caRenewal, f.servingNotAfter - s.renewBefore);
   for (TimePoint expiry : f.previousCaNotAfter) {

@@ -36,13 +36,17 @@ std::string validateCertRotationSettings(const CertRotationSettings& settings);
 
 // What the Secret and the webhook configuration hold now.
 struct CertFacts {
-  // The Secret exists and its CA, key pair and bundle all parse; else `problem` says why.
-  bool usable = false;
+  // The Secret holds a CA certificate and the key that belongs to it; else `problem` says why.
+  bool caUsable = false;
   std::string problem;
+  // The webhook configuration's caBundle holds an unexpired CA: the API servers trust something
+  // that replicas may be serving, so even a lost CA is replaced by staging, never from scratch.
+  bool webhookTrustsSomeCa = false;
   TimePoint caNotAfter;
-  TimePoint servingNotAfter;
-  // The serving certificate chains to the current CA and matches its key.
+  // The serving certificate chains to the current CA and matches its key (validity times aside;
+  // those are servingNotAfter's business). False when there is none.
   bool servingFromCurrentCa = false;
+  TimePoint servingNotAfter;
   // Its subject alternative names are exactly the wanted hosts.
   bool servingHostsMatch = false;
   // The expiry of every CA in the Secret's bundle that is not the current CA.
@@ -56,8 +60,9 @@ struct CertFacts {
 
 enum class CertAction {
   kNone,
-  kBootstrap,         // new CA and serving certificate; the bundle is just the new CA
-  kStageNewCa,        // new CA, added to the bundle; the serving certificate is left alone
+  kBootstrap,         // nothing is trusted yet: new CA and serving certificate, bundle = the CA
+  kStageNewCa,        // new CA, added to the bundle (with every unexpired CA the webhook
+                      // configuration trusts); the serving certificate is left alone
   kRepairBundle,      // add the current CA to a bundle that lost it
   kIssueServing,      // new serving certificate from the current CA
   kPruneBundle,       // drop expired CAs from the bundle

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <memory>
 
 namespace bulkhead::webhooks {
@@ -90,7 +91,7 @@ StatusOr<X509Ptr> newCertificate(EVP_PKEY* key, const std::string& commonName, T
   BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
   BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
   BN_free(bn);
-  std::time_t start = std::chrono::system_clock::to_time_t(now - std::chrono::minutes(1));
+  std::time_t start = std::chrono::system_clock::to_time_t(now - std::chrono::hours(1));
   std::time_t end = std::chrono::system_clock::to_time_t(now + validity);
   ASN1_TIME_set(X509_getm_notBefore(cert.get()), start);
   ASN1_TIME_set(X509_getm_notAfter(cert.get()), end);
@@ -163,6 +164,7 @@ StatusOr<KeyPair> issueServingCertificate(const KeyPair& ca, const std::vector<s
 StatusOr<TimePoint> certificateNotAfter(const std::string& pem) {
   X509Ptr cert = readCert(pem);
   if (!cert) {
+    ERR_clear_error();
     return invalidError("not a PEM certificate");
   }
   std::tm tm{};
@@ -217,8 +219,61 @@ std::vector<std::string> splitPemCertificates(const std::string& bundle) {
   return blocks;
 }
 
+Status verifyKeyPair(const std::string& certPem, const std::string& keyPem) {
+  X509Ptr cert = readCert(certPem);
+  PkeyPtr key = readKey(keyPem);
+  if (!cert || !key) {
+    ERR_clear_error();
+    return invalidError("unreadable certificate or key");
+  }
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return invalidError("the key does not belong to the certificate");
+  }
+  return okStatus();
+}
+
+bool isIpAddress(const std::string& host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+StatusOr<std::vector<std::string>> canonicalHosts(const std::vector<std::string>& hosts) {
+  std::vector<std::string> out;
+  for (const auto& raw : hosts) {
+    const auto first = raw.find_first_not_of(" \t");
+    const auto last = raw.find_last_not_of(" \t");
+    std::string host = first == std::string::npos ? "" : raw.substr(first, last - first + 1);
+    unsigned char buf[16];
+    char text[INET6_ADDRSTRLEN] = {};
+    if (inet_pton(AF_INET, host.c_str(), buf) == 1) {
+      out.emplace_back(inet_ntop(AF_INET, buf, text, sizeof text));
+      continue;
+    }
+    if (inet_pton(AF_INET6, host.c_str(), buf) == 1) {
+      out.emplace_back(inet_ntop(AF_INET6, buf, text, sizeof text));
+      continue;
+    }
+    std::transform(host.begin(), host.end(), host.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const bool dnsName =
+        !host.empty() && host.size() <= 253 && host.front() != '.' && host.back() != '.' &&
+        host.find("..") == std::string::npos &&
+        std::all_of(host.begin(), host.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '*';
+        });
+    if (!dnsName) {
+      return invalidError("\"" + raw + "\" is neither a DNS name nor an IP address");
+    }
+    out.push_back(std::move(host));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
-                                const std::string& caBundlePem, TimePoint now) {
+                                const std::string& caBundlePem, std::optional<TimePoint> now) {
   X509Ptr cert = readCert(certPem);
   PkeyPtr key = readKey(keyPem);
   if (!cert || !key) {
@@ -242,7 +297,11 @@ Status verifyServingCertificate(const std::string& certPem, const std::string& k
   }
   StoreCtxPtr ctx(X509_STORE_CTX_new());
   X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr);
-  X509_STORE_CTX_set_time(ctx.get(), 0, std::chrono::system_clock::to_time_t(now));
+  if (now) {
+    X509_STORE_CTX_set_time(ctx.get(), 0, std::chrono::system_clock::to_time_t(*now));
+  } else {
+    X509_STORE_CTX_set_flags(ctx.get(), X509_V_FLAG_NO_CHECK_TIME);
+  }
   if (X509_verify_cert(ctx.get()) != 1) {
     return invalidError(std::string("certificate does not verify: ") +
                         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));

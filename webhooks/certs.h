@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,8 @@ struct KeyPair {
   std::string keyPem;
 };
 
-// A self-signed CA certificate valid from `now` (minus a minute of clock skew) for `validity`.
+// A self-signed CA certificate valid from `now` (minus an hour for clocks that lag) until
+// `now + validity`. Certificates below are backdated the same way.
 StatusOr<KeyPair> makeCa(const std::string& commonName, TimePoint now,
                          std::chrono::seconds validity);
 
@@ -38,8 +40,19 @@ StatusOr<std::vector<std::string>> certificateHosts(const std::string& pem);
 // between blocks is dropped.
 std::vector<std::string> splitPemCertificates(const std::string& bundle);
 
-// Does `certPem` chain to one of the CA certificates in `caBundlePem` and match `keyPem`?
+// Does `certPem` chain to one of the CA certificates in `caBundlePem` and match `keyPem`, at
+// `now`? Without a time, validity periods are not checked.
 Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
-                                const std::string& caBundlePem, TimePoint now);
+                                const std::string& caBundlePem, std::optional<TimePoint> now);
+
+// Does the private key in `keyPem` belong to the certificate in `certPem`?
+Status verifyKeyPair(const std::string& certPem, const std::string& keyPem);
+
+// Host names and IP addresses as a certificate holds them: trimmed, DNS names lowercased, IP
+// addresses in canonical text (IPv6 compressed), sorted, without duplicates. An empty entry or
+// one that is neither a DNS name nor an IP address is an Invalid error.
+StatusOr<std::vector<std::string>> canonicalHosts(const std::vector<std::string>& hosts);
+
+bool isIpAddress(const std::string& host);
 
 }  // namespace bulkhead::webhooks

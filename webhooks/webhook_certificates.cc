@@ -1,8 +1,5 @@
 #include "webhooks/webhook_certificates.h"
 
-#include <arpa/inet.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -67,11 +64,6 @@ std::map<std::string, std::string> secretData(const json& secret) {
     }
   }
   return out;
-}
-
-bool isIpAddress(const std::string& host) {
-  unsigned char buf[16];
-  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 std::string joined(const std::vector<std::string>& parts) {
@@ -161,10 +153,62 @@ void ServingCertificateFiles::onSecret(const json& secret) {
   }
   log::info("webhook certificate updated from its Secret",
             {{"secret", ns_ + "/" + name_},
-             {"resourceVersion", secret["metadata"].value("resourceVersion", "")}});
+             {"resourceVersion",
+              secret.value(nlohmann::json::json_pointer("/metadata/resourceVersion"), "")}});
 }
 
 // --- CertificateRotator --------------------------------------------------------------------
+
+namespace {
+
+// At most this many changes to the certificates or the webhook configuration in a minute: more
+// means something undoes them (another writer of caBundle, say), and the rotator backs off
+// instead of fighting. A full CA rotation is four changes.
+constexpr size_t kMaxChangesPerMinute = 30;
+
+// The CA certificates of a PEM bundle that are still valid at `now`.
+std::vector<std::string> unexpiredCas(const std::string& bundle, policy::TimePoint now) {
+  std::vector<std::string> out;
+  for (auto& ca : splitPemCertificates(bundle)) {
+    if (auto expiry = certificateNotAfter(ca); expiry.ok() && *expiry > now) {
+      out.push_back(std::move(ca));
+    }
+  }
+  return out;
+}
+
+// The caBundle of every webhook of a configuration, decoded; nullopt when the object does not
+// have the shape the API server guarantees.
+std::optional<std::vector<std::string>> caBundles(const json& configuration) {
+  const auto webhooks = configuration.find("webhooks");
+  if (webhooks == configuration.end() || !webhooks->is_array()) {
+    return std::nullopt;
+  }
+  std::vector<std::string> out;
+  for (const auto& w : *webhooks) {
+    const auto clientConfig = w.is_object() ? w.find("clientConfig") : w.end();
+    if (!w.is_object() || clientConfig == w.end() || !clientConfig->is_object()) {
+      return std::nullopt;
+    }
+    const auto caBundle = clientConfig->find("caBundle");
+    std::optional<std::string> decoded =
+        caBundle != clientConfig->end() && caBundle->is_string()
+            ? base64Decode(caBundle->get<std::string>())
+            : std::optional<std::string>("");
+    out.push_back(decoded.value_or(""));
+  }
+  return out;
+}
+
+// A Forbidden from the API server, with what to check.
+Status explained(Status status, const std::string& doing, const std::string& rbacHint) {
+  if (status.code() == StatusCode::kForbidden) {
+    return status.withContext(doing + " (check the chart's RBAC: " + rbacHint + ")");
+  }
+  return status.withContext(doing);
+}
+
+}  // namespace
 
 CertificateRotator::CertificateRotator(kube::ClientPtr client, ClockPtr clock,
                                        CertificateRotatorOptions options)
@@ -173,21 +217,28 @@ CertificateRotator::CertificateRotator(kube::ClientPtr client, ClockPtr clock,
       options_(std::move(options)),
       webhookConfiguration_(client_, clock_,
                             informerOptions(kube::resources::kValidatingWebhookConfigurations, "",
-                                            options_.webhookConfiguration)) {
-  for (const auto& host : options_.hosts) {
+                                            options_.webhookConfiguration)),
+      secret_(client_, clock_,
+              informerOptions(kube::resources::kSecrets, options_.ns, options_.secretName)) {
+  // cmd/ validated the hosts with the same function: an error here is a bug, and aborts.
+  hosts_ = canonicalHosts(options_.hosts).value();
+  for (const auto& host : hosts_) {
     (isIpAddress(host) ? ipAddresses_ : dnsNames_).push_back(host);
   }
-  webhookConfiguration_.addEventHandlers({
-      .onAdd = [this](const json&) { wake(); },
-      .onUpdate = [this](const json&, const json&) { wake(); },
-      .onDelete = [this](const json&) { wake(); },
-  });
+  for (auto* informer : {&webhookConfiguration_, &secret_}) {
+    informer->addEventHandlers({
+        .onAdd = [this](const json&) { wake(); },
+        .onUpdate = [this](const json&, const json&) { wake(); },
+        .onDelete = [this](const json&) { wake(); },
+    });
+  }
 }
 
 CertificateRotator::~CertificateRotator() { stop(); }
 
 void CertificateRotator::start() {
   webhookConfiguration_.start();
+  secret_.start();
   thread_ = std::thread([this] { run(); });
 }
 
@@ -198,6 +249,7 @@ void CertificateRotator::stop() {
   }
   cv_.notify_all();
   webhookConfiguration_.stop();
+  secret_.stop();
   if (thread_.joinable()) {
     thread_.join();
   }
@@ -214,7 +266,12 @@ void CertificateRotator::wake() {
 void CertificateRotator::run() {
   std::chrono::milliseconds backoff{500};
   while (true) {
-    auto next = reconcileOnce();
+    StatusOr<policy::TimePoint> next = internalError("not run");
+    try {
+      next = reconcileOnce();
+    } catch (const std::exception& e) {
+      next = internalError(std::string("unexpected: ") + e.what());
+    }
     std::chrono::milliseconds wait = options_.maxCheckInterval;
     if (next.ok()) {
       backoff = std::chrono::milliseconds(500);
@@ -231,7 +288,8 @@ void CertificateRotator::run() {
     }
     std::unique_lock lock(mu_);
     const auto deadline = clock_->monotonicNow() + wait;
-    while (!stopping_ && !woken_ && clock_->monotonicNow() < deadline) {
+    // A wake-up (the configuration or the Secret changed) cuts a wait short, but not a backoff.
+    while (!stopping_ && !(woken_ && next.ok()) && clock_->monotonicNow() < deadline) {
       clock_->waitUntil(lock, cv_, deadline);
     }
     if (stopping_) {
@@ -247,6 +305,8 @@ Status CertificateRotator::writeSecret(const std::optional<json>& existing,
   for (const auto& [key, value] : data) {
     encoded[key] = base64Encode(value);
   }
+  const std::string ref = options_.ns + "/" + options_.secretName;
+  const std::string hint = "create, update on secrets in " + options_.ns;
   if (!existing) {
     json secret = {{"apiVersion", "v1"},
                    {"kind", "Secret"},
@@ -259,58 +319,81 @@ Status CertificateRotator::writeSecret(const std::optional<json>& existing,
                        {"app.kubernetes.io/component", "webhook"},
                        {"app.kubernetes.io/managed-by", "bulkhead"}}}}},
                    {"data", encoded}};
-    return client_->create(kube::resources::kSecrets, secret).status().withContext(
-        "creating Secret " + options_.ns + "/" + options_.secretName);
+    return explained(client_->create(kube::resources::kSecrets, secret).status(),
+                     "creating Secret " + ref, hint);
   }
   json secret = *existing;
   secret["data"] = encoded;
-  return client_->update(kube::resources::kSecrets, secret).status().withContext(
-      "updating Secret " + options_.ns + "/" + options_.secretName);
+  return explained(client_->update(kube::resources::kSecrets, secret).status(),
+                   "updating Secret " + ref, hint);
 }
 
 StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
   const auto now = clock_->now();
   const std::string secretRef = options_.ns + "/" + options_.secretName;
+  const std::string vwcRef = "ValidatingWebhookConfiguration " + options_.webhookConfiguration;
   std::optional<json> secret;
   if (auto got = client_->get(kube::resources::kSecrets, options_.ns, options_.secretName);
       got.ok()) {
     secret = std::move(*got);
   } else if (got.status().code() != StatusCode::kNotFound) {
-    return got.status().withContext("reading Secret " + secretRef);
+    return explained(got.status(), "reading Secret " + secretRef,
+                     "get on secrets/" + options_.secretName + " in " + options_.ns);
   }
-  auto webhook = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
+  // An unreadable webhook configuration does not stop renewals that need no change of trust.
+  Status webhookProblem;
+  std::optional<std::vector<std::string>> webhookBundles;
+  if (auto got = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
                               options_.webhookConfiguration);
-  if (!webhook.ok() && webhook.status().code() != StatusCode::kNotFound) {
-    return webhook.status().withContext("reading ValidatingWebhookConfiguration " +
-                                        options_.webhookConfiguration);
+      !got.ok()) {
+    webhookProblem =
+        got.status().code() == StatusCode::kNotFound
+            ? notFoundError(vwcRef + " not found: the chart installs it; `helm upgrade` "
+                                     "restores it")
+            : explained(got.status(), "reading " + vwcRef,
+                        "get, update on validatingwebhookconfigurations/" +
+                            options_.webhookConfiguration);
+  } else if (webhookBundles = caBundles(*got); !webhookBundles) {
+    webhookProblem = invalidError(vwcRef + " has no webhooks with a clientConfig");
   }
 
   // What the Secret and the webhook configuration hold.
   auto data = secret ? secretData(*secret) : std::map<std::string, std::string>{};
   policy::CertFacts facts;
-  std::vector<std::string> bundle = splitPemCertificates(data[kCaBundle]);
-  auto caNotAfter = certificateNotAfter(data[kCaCert]);
-  auto servingNotAfter = certificateNotAfter(data[kTlsCert]);
-  auto hosts = certificateHosts(data[kTlsCert]);
-  const auto currentCa = splitPemCertificates(data[kCaCert]);
-  const std::string currentCaPem = currentCa.empty() ? "" : currentCa.front();
+  std::vector<std::string> webhookCas;
+  for (const auto& bundle : webhookBundles.value_or(std::vector<std::string>{})) {
+    for (auto& ca : unexpiredCas(bundle, now)) {
+      if (std::find(webhookCas.begin(), webhookCas.end(), ca) == webhookCas.end()) {
+        webhookCas.push_back(std::move(ca));
+      }
+    }
+  }
+  facts.webhookTrustsSomeCa = !webhookCas.empty();
+  const auto currentCas = splitPemCertificates(data[kCaCert]);
+  const std::string currentCa = currentCas.empty() ? "" : currentCas.front();
+  const auto caNotAfter = certificateNotAfter(currentCa);
+  const Status caKey = verifyKeyPair(currentCa, data[kCaKey]);
   if (!secret) {
     facts.problem = "Secret " + secretRef + " does not exist";
-  } else if (!caNotAfter.ok() || currentCaPem.empty() || data[kCaKey].empty() || bundle.empty()) {
-    facts.problem = "Secret " + secretRef + " holds no usable CA";
-  } else if (!servingNotAfter.ok() || !hosts.ok()) {
-    facts.problem = "Secret " + secretRef + " holds no usable serving certificate";
-  } else {
-    facts.usable = true;
+  } else if (!caNotAfter.ok()) {
+    facts.problem = "Secret " + secretRef + " holds no CA certificate";
+  } else if (!caKey.ok()) {
+    facts.problem = "the CA key in Secret " + secretRef + " is unusable: " + caKey.message();
+  }
+  const std::vector<std::string> bundle = splitPemCertificates(data[kCaBundle]);
+  const std::string bundlePem = joined(bundle);
+  facts.caUsable = facts.problem.empty();
+  if (facts.caUsable) {
     facts.caNotAfter = *caNotAfter;
-    facts.servingNotAfter = *servingNotAfter;
     facts.servingFromCurrentCa =
-        verifyServingCertificate(data[kTlsCert], data[kTlsKey], data[kCaCert], now).ok();
-    auto wanted = options_.hosts;
-    std::sort(wanted.begin(), wanted.end());
-    facts.servingHostsMatch = *hosts == wanted;
+        verifyServingCertificate(data[kTlsCert], data[kTlsKey], currentCa, std::nullopt).ok();
+    if (facts.servingFromCurrentCa) {
+      facts.servingNotAfter = certificateNotAfter(data[kTlsCert]).value();
+      auto hosts = certificateHosts(data[kTlsCert]);
+      facts.servingHostsMatch = hosts.ok() && *hosts == hosts_;
+    }
     for (const auto& ca : bundle) {
-      if (ca == currentCaPem) {
+      if (ca == currentCa) {
         facts.bundleHasCurrentCa = true;
       } else if (auto expiry = certificateNotAfter(ca); expiry.ok()) {
         facts.previousCaNotAfter.push_back(*expiry);
@@ -319,15 +402,13 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
       }
     }
   }
-  const std::string bundlePem = joined(bundle);
-  bool webhookTrustsBundle = webhook.ok() && !bundlePem.empty();
-  if (webhook.ok()) {
-    for (const auto& w : webhook->value("webhooks", json::array())) {
-      const std::string caBundle = w.value("clientConfig", json::object()).value("caBundle", "");
-      webhookTrustsBundle = webhookTrustsBundle && base64Decode(caBundle) == bundlePem;
-    }
-  }
-  if (webhookTrustsBundle) {
+  const bool webhookTrustsBundle =
+      webhookBundles && !webhookBundles->empty() && !bundlePem.empty() &&
+      std::all_of(webhookBundles->begin(), webhookBundles->end(),
+                  [&](const std::string& b) { return b == bundlePem; });
+  if (!webhookTrustsBundle) {
+    trustedBundle_.clear();
+  } else {
     if (trustedBundle_ != bundlePem) {  // first seen by this process: counts from now
       trustedBundle_ = bundlePem;
       trustedSince_ = now;
@@ -339,13 +420,34 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
   if (plan.action == CertAction::kNone) {
     return plan.nextCheck;
   }
+  if (plan.action == CertAction::kPublishBundle && !webhookProblem.ok()) {
+    return webhookProblem;
+  }
+  const auto monotonic = clock_->monotonicNow();
+  while (!recentChanges_.empty() && monotonic - recentChanges_.front() > std::chrono::minutes(1)) {
+    recentChanges_.pop_front();
+  }
+  if (recentChanges_.size() >= kMaxChangesPerMinute) {
+    return internalError(std::to_string(recentChanges_.size()) +
+                         " certificate changes in the last minute, the last one " +
+                         policy::certActionName(plan.action) + " (" + plan.reason +
+                         "): is another writer undoing them?");
+  }
+  recentChanges_.push_back(monotonic);
   log::info("webhook certificates: " + std::string(policy::certActionName(plan.action)),
             {{"reason", plan.reason}, {"secret", secretRef}});
+
   const auto& settings = options_.settings;
   auto issueServing = [&](const KeyPair& ca, policy::TimePoint caExpiry) -> Status {
     ASSIGN_OR_RETURN(auto serving,
                      issueServingCertificate(ca, dnsNames_, ipAddresses_, now,
                                              policy::servingValidityAt(settings, now, caExpiry)));
+    // What the planner will check next time must hold, or the same action would follow.
+    RETURN_IF_ERROR(
+        verifyServingCertificate(serving.certPem, serving.keyPem, ca.certPem, std::nullopt));
+    if (certificateHosts(serving.certPem).value() != hosts_) {
+      return internalError("a new serving certificate does not carry the wanted hosts");
+    }
     data[kTlsCert] = serving.certPem;
     data[kTlsKey] = serving.keyPem;
     return okStatus();
@@ -360,47 +462,55 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
       break;
     }
     case CertAction::kStageNewCa: {
+      // Everything still trusted stays trusted: the Secret's bundle and, when the CA was lost,
+      // whatever the webhook configuration trusts (replicas may serve a certificate from it).
+      std::vector<std::string> keep = unexpiredCas(bundlePem, now);
+      for (const auto& ca : webhookCas) {
+        if (std::find(keep.begin(), keep.end(), ca) == keep.end()) {
+          keep.push_back(ca);
+        }
+      }
       ASSIGN_OR_RETURN(auto ca, makeCa("bulkhead-webhook-ca", now, settings.caValidity));
       data[kCaCert] = ca.certPem;
       data[kCaKey] = ca.keyPem;
-      data[kCaBundle] = bundlePem + ca.certPem;
+      data[kCaBundle] = joined(keep) + ca.certPem;
+      data[kTlsCert];  // a kubernetes.io/tls Secret has both keys, if only empty ones
+      data[kTlsKey];
       break;
     }
     case CertAction::kRepairBundle:
-      data[kCaBundle] = bundlePem + currentCaPem;
+      data[kCaBundle] = bundlePem + currentCa;
       break;
     case CertAction::kIssueServing:
-      RETURN_IF_ERROR(issueServing({data[kCaCert], data[kCaKey]}, facts.caNotAfter));
+      RETURN_IF_ERROR(issueServing({currentCa, data[kCaKey]}, facts.caNotAfter));
       break;
-    case CertAction::kPruneBundle: {
-      std::string kept;
-      for (const auto& ca : bundle) {
-        auto expiry = certificateNotAfter(ca);
-        if (ca == currentCaPem || (expiry.ok() && *expiry > now)) {
-          kept += ca;
-        }
+    case CertAction::kPruneBundle:
+      data[kCaBundle] = joined(unexpiredCas(bundlePem, now));
+      if (data[kCaBundle].find(currentCa) == std::string::npos) {
+        data[kCaBundle] += currentCa;
       }
-      data[kCaBundle] = kept;
       break;
-    }
     case CertAction::kPublishBundle: {
-      if (!webhook.ok()) {
-        return notFoundError("ValidatingWebhookConfiguration " + options_.webhookConfiguration +
-                             " not found: the chart installs it; `helm upgrade` restores it");
+      auto updated = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
+                                  options_.webhookConfiguration);
+      if (!updated.ok()) {
+        return updated.status().withContext("reading " + vwcRef);
       }
-      json updated = *webhook;
-      for (auto& w : updated["webhooks"]) {
+      if (!caBundles(*updated)) {
+        return invalidError(vwcRef + " has no webhooks with a clientConfig");
+      }
+      for (auto& w : (*updated)["webhooks"]) {
         w["clientConfig"]["caBundle"] = base64Encode(bundlePem);
       }
-      RETURN_IF_ERROR(
-          client_->update(kube::resources::kValidatingWebhookConfigurations, updated)
-              .status()
-              .withContext("writing the caBundle of ValidatingWebhookConfiguration " +
-                           options_.webhookConfiguration));
+      RETURN_IF_ERROR(explained(
+          client_->update(kube::resources::kValidatingWebhookConfigurations, *updated).status(),
+          "writing the caBundle of " + vwcRef,
+          "get, update on validatingwebhookconfigurations/" + options_.webhookConfiguration));
+      // The propagation delay counts from when the API server has it.
       trustedBundle_ = bundlePem;
-      trustedSince_ = now;
+      trustedSince_ = clock_->now();
       certificateActions(policy::certActionName(plan.action)).inc();
-      return now;
+      return trustedSince_;
     }
   }
   RETURN_IF_ERROR(writeSecret(secret, data));

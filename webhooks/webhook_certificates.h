@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,7 +65,8 @@ struct CertificateRotatorOptions {
   std::string ns;
   std::string secretName;
   std::string webhookConfiguration;
-  // Subject alternative names of the serving certificate: DNS names and IP addresses.
+  // Subject alternative names of the serving certificate: DNS names and IP addresses, valid for
+  // canonicalHosts().
   std::vector<std::string> hosts;
   policy::CertRotationSettings settings;
   // The longest wait between two looks at the Secret and the webhook configuration, so a
@@ -74,9 +76,10 @@ struct CertificateRotatorOptions {
 
 // Runs on the leader: makes the CA and serving certificate when missing, rotates them before
 // they expire (policy::planCertificates decides what and when) and keeps the webhook
-// configuration's caBundle equal to the Secret's bundle; it watches the webhook configuration,
-// so one recreated without caBundle is repaired at once. Failures (a Forbidden, a missing
-// webhook configuration) are logged with what to do and retried with backoff.
+// configuration's caBundle equal to the Secret's bundle. It watches both, so a configuration
+// recreated without caBundle or a Secret edited or deleted is repaired at once. Failures (a
+// Forbidden, a missing webhook configuration, another writer undoing its changes) are logged
+// with what to check and retried with backoff.
 class CertificateRotator {
  public:
   CertificateRotator(kube::ClientPtr client, ClockPtr clock, CertificateRotatorOptions options);
@@ -99,12 +102,15 @@ class CertificateRotator {
   kube::ClientPtr client_;
   ClockPtr clock_;
   CertificateRotatorOptions options_;
+  std::vector<std::string> hosts_;  // canonical
   std::vector<std::string> dnsNames_;
   std::vector<std::string> ipAddresses_;
+  std::deque<MonoTime> recentChanges_;  // when the last changes were made, oldest first
   // The bundle last seen in (or written to) the webhook configuration, and since when.
   std::string trustedBundle_;
   policy::TimePoint trustedSince_;
-  kube::Informer webhookConfiguration_;
+  kube::Informer webhookConfiguration_;  // both only wake the loop
+  kube::Informer secret_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -78,3 +78,50 @@ TEST_CASE("a serving certificate's hosts are read back sorted; a bundle splits i
 
 }  // namespace
 }  // namespace bulkhead::webhooks
+
+namespace bulkhead::webhooks {
+namespace {
+
+TEST_CASE("hosts are canonical: trimmed, lowercased, IPs as OpenSSL prints them, deduplicated") {
+  auto hosts = canonicalHosts({" Bulkhead.NS.svc ", "0:0:0:0:0:0:0:1", "127.0.0.1", "::1",
+                               "2001:DB8::1", "bulkhead"});
+  REQUIRE(hosts.ok());
+  CHECK(*hosts == std::vector<std::string>{"127.0.0.1", "2001:db8::1", "::1", "bulkhead",
+                                           "bulkhead.ns.svc"});
+  CHECK(canonicalHosts({""}).status().message() ==
+        "\"\" is neither a DNS name nor an IP address");
+  CHECK(!canonicalHosts({"a b"}).ok());
+  CHECK(!canonicalHosts({"svc..ns"}).ok());
+  // What a certificate issued for the canonical hosts reads back is exactly them.
+  auto ca = makeCa("ca", kNow, std::chrono::days(365));
+  REQUIRE(ca.ok());
+  auto serving = issueServingCertificate(*ca, {"bulkhead", "bulkhead.ns.svc"},
+                                         {"127.0.0.1", "2001:db8::1", "::1"}, kNow,
+                                         std::chrono::days(90));
+  REQUIRE(serving.ok());
+  CHECK(*certificateHosts(serving->certPem) == *hosts);
+}
+
+TEST_CASE("a key pair check, and a chain check that leaves validity times aside") {
+  auto ca = makeCa("ca", kNow, std::chrono::days(365));
+  auto other = makeCa("other", kNow, std::chrono::days(365));
+  REQUIRE(ca.ok());
+  REQUIRE(other.ok());
+  CHECK(verifyKeyPair(ca->certPem, ca->keyPem).ok());
+  CHECK(verifyKeyPair(ca->certPem, other->keyPem).message() ==
+        "the key does not belong to the certificate");
+  CHECK(verifyKeyPair("", ca->keyPem).message() == "unreadable certificate or key");
+  auto serving = issueServingCertificate(*ca, {"svc"}, {}, kNow, std::chrono::days(90));
+  REQUIRE(serving.ok());
+  // Before notBefore (a leader whose clock lags by more than the backdating) and after expiry.
+  CHECK(!verifyServingCertificate(serving->certPem, serving->keyPem, ca->certPem,
+                                  kNow - std::chrono::hours(2))
+             .ok());
+  CHECK(verifyServingCertificate(serving->certPem, serving->keyPem, ca->certPem, std::nullopt)
+            .ok());
+  CHECK(!verifyServingCertificate(serving->certPem, serving->keyPem, other->certPem, std::nullopt)
+             .ok());
+}
+
+}  // namespace
+}  // namespace bulkhead::webhooks
