@@ -151,6 +151,21 @@ std::vector<std::string> splitList(const std::string& list) {
   return out;
 }
 
+// The self-managed certificates' lifetimes. The API servers get a quarter of the renewal margin,
+// at most 30 s, to pick up a new CA before a certificate from it is served.
+policy::CertRotationSettings rotationSettings(const Options& opts) {
+  auto seconds = [](std::chrono::milliseconds d) {
+    return std::chrono::duration_cast<std::chrono::seconds>(d);
+  };
+  policy::CertRotationSettings settings;
+  settings.caValidity = seconds(opts.caValidity);
+  settings.servingValidity = seconds(opts.certValidity);
+  settings.renewBefore = seconds(opts.certRenewBefore);
+  settings.propagationDelay =
+      std::min<std::chrono::seconds>(std::chrono::seconds(30), settings.renewBefore / 4);
+  return settings;
+}
+
 std::string defaultIdentity() {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
@@ -242,14 +257,7 @@ int serve(const Options& opts) {
     rotation.secretName = opts.webhookCertSecret;
     rotation.webhookConfiguration = opts.webhookConfiguration;
     rotation.hosts = splitList(opts.webhookCertHosts);
-    auto seconds = [](std::chrono::milliseconds d) {
-      return std::chrono::duration_cast<std::chrono::seconds>(d);
-    };
-    rotation.settings.caValidity = seconds(opts.caValidity);
-    rotation.settings.servingValidity = seconds(opts.certValidity);
-    rotation.settings.renewBefore = seconds(opts.certRenewBefore);
-    rotation.settings.propagationDelay =
-        std::min<std::chrono::seconds>(std::chrono::seconds(30), seconds(opts.certRenewBefore) / 4);
+    rotation.settings = rotationSettings(opts);
     rotation.maxCheckInterval = std::min<std::chrono::milliseconds>(
         std::chrono::minutes(1), opts.certRenewBefore / 4);
   }
@@ -348,13 +356,7 @@ std::string checkOptions(const Options& opts) {
   if (opts.webhookConfiguration.empty()) {
     return "--manage-webhook-certs needs --webhook-configuration";
   }
-  policy::CertRotationSettings settings;
-  settings.caValidity = std::chrono::duration_cast<std::chrono::seconds>(opts.caValidity);
-  settings.servingValidity = std::chrono::duration_cast<std::chrono::seconds>(opts.certValidity);
-  settings.renewBefore = std::chrono::duration_cast<std::chrono::seconds>(opts.certRenewBefore);
-  settings.propagationDelay = std::min<std::chrono::seconds>(std::chrono::seconds(30),
-                                                             settings.renewBefore / 4);
-  std::string problem = policy::validateCertRotationSettings(settings);
+  std::string problem = policy::validateCertRotationSettings(rotationSettings(opts));
   return problem.empty() ? "" : "--ca-validity, --cert-validity, --cert-renew-before: " + problem;
 }
 

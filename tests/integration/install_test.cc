@@ -26,16 +26,6 @@ using std::chrono::seconds;
 
 const std::string kChart = BULKHEAD_SOURCE_DIR "/charts/bulkhead";
 
-bool eventually(seconds timeout, const std::function<bool()>& condition) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) {
-      return true;
-    }
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  return condition();
-}
 
 ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
   return ControlPlane::get().kubectl(args, input);

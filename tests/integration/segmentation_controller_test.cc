@@ -24,6 +24,7 @@ namespace {
 
 using testing::BulkheadProcess;
 using testing::ControlPlane;
+using testing::eventually;
 using testing::serviceAccountDir;
 using kube::json;
 using std::chrono::milliseconds;
@@ -50,16 +51,6 @@ std::shared_ptr<kube::Client> admin() {
   return client;
 }
 
-bool eventually(seconds timeout, const std::function<bool()>& condition) {
-  auto deadline = Steady::now() + timeout;
-  while (Steady::now() < deadline) {
-    if (condition()) {
-      return true;
-    }
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  return condition();
-}
 
 void run(const std::string& script) {
   auto r = ControlPlane::get().shell(script);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <thread>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -139,6 +140,17 @@ void ControlPlane::startApiServer() const {
     std::cerr << "restarting kube-apiserver failed:\n" << r.out << r.err;
     std::abort();
   }
+}
+
+bool eventually(std::chrono::seconds timeout, const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return condition();
 }
 
 }  // namespace bulkhead::testing

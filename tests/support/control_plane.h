@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -43,5 +44,9 @@ class ControlPlane {
  private:
   std::string dir_, kubeconfig_, url_, caFile_, istioCrds_, scriptsDir_, env_;
 };
+
+// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
+// The API server is eventually consistent for a watcher: tests wait for outcomes, not for time.
+bool eventually(std::chrono::seconds timeout, const std::function<bool()>& condition);
 
 }  // namespace bulkhead::testing
