@@ -1,11 +1,13 @@
 #include "controller/segmentation_controller.h"
 
+#include <algorithm>
 #include <set>
 
 #include "common/log.h"
 #include "common/time_format.h"
 #include "common/metrics.h"
 #include "kube/rate_limiter.h"
+#include "policy/exceptions.h"
 
 namespace bulkhead::controller {
 namespace {
@@ -15,6 +17,7 @@ using std::chrono::milliseconds;
 
 constexpr const char* kNamespaceController = "namespace";
 constexpr const char* kPolicyController = "segmentationpolicy";
+constexpr const char* kExceptionController = "segmentationexception";
 // Status is recomputed at most this often while namespaces change: it walks every namespace.
 constexpr milliseconds kStatusDelay{1000};
 // How long an applied object may be missing from the informer before it is applied again.
@@ -54,6 +57,12 @@ metrics::Gauge& generatedObjects(const std::string& kind) {
   return registry()
       .gauge("bulkhead_generated_objects", "Generated objects present, by kind.", {"kind"})
       .labels({kind});
+}
+
+metrics::Gauge& exceptionsGauge(std::string_view phase) {
+  return registry()
+      .gauge("bulkhead_exceptions", "SegmentationExceptions by phase.", {"phase"})
+      .labels({std::string(phase)});
 }
 
 metrics::Gauge& namespacesGauge(const char* state) {
@@ -122,7 +131,8 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       events_(std::move(events)),
       options_(std::move(options)),
       namespaceQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
-      policyQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
+      policyQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
+      exceptionQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
   std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
   namespaces_ = std::make_unique<kube::Informer>(
       client_, clock_, informerOptions(kube::resources::kNamespaces, ""));
@@ -134,6 +144,12 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       client_, clock_,
       informerOptions(kube::resources::kEndpointSlices, "kubernetes.io/service-name=kubernetes",
                       "default"));
+  exceptions_ = std::make_unique<kube::Informer>(
+      client_, clock_, informerOptions(resources::kSegmentationExceptions, ""));
+  auto onException = [this](const json& o) { exceptionQueue_.add(kube::objectKey(o)); };
+  exceptions_->addEventHandlers(
+      {onException, [onException](const json&, const json& o) { onException(o); },
+       onException});
 
   namespaces_->addEventHandlers(
       {[this](const json& o) {
@@ -144,6 +160,9 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
          if (policy::labelsOf(old) != policy::labelsOf(o) || terminating(old) != terminating(o)) {
            namespaceQueue_.add(nameOf(o));
            enqueueAllPolicies(kStatusDelay);
+           for (const auto& e : exceptions_->store().byNamespace(nameOf(o))) {
+             exceptionQueue_.add(kube::objectKey(*e));  // another policy may govern it now
+           }
          }
        },
        [this](const json& o) {
@@ -157,6 +176,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
     rebuildPolicies();
     policyQueue_.add(nameOf(o));
     enqueueAllNamespaces();
+    enqueueAllExceptions();  // approverGroups decide Pending or Active
   };
   policies_->addEventHandlers(
       {onPolicy, [onPolicy](const json&, const json& o) { onPolicy(o); }, onPolicy});
@@ -239,6 +259,12 @@ void SegmentationController::enqueueAllNamespaces() {
   }
 }
 
+void SegmentationController::enqueueAllExceptions() {
+  for (const auto& key : exceptions_->store().keys()) {
+    exceptionQueue_.add(key);
+  }
+}
+
 void SegmentationController::enqueueAllPolicies(milliseconds delay) {
   for (const auto& key : policies_->store().keys()) {
     policyQueue_.addAfter(key, delay);
@@ -259,6 +285,7 @@ void SegmentationController::start() {
   policies_->start();
   networkPolicies_->start();
   endpointSlices_->start();
+  exceptions_->start();
   // Mesh discovery first, so that the first reconciles already know whether Istio is there.
   auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
   if (served.ok() && *served) {
@@ -269,7 +296,8 @@ void SegmentationController::start() {
   auto lastLog = clock_->monotonicNow();
   while (!stopping_) {
     bool synced = namespaces_->hasSynced() && policies_->hasSynced() &&
-                  networkPolicies_->hasSynced() && endpointSlices_->hasSynced();
+                  networkPolicies_->hasSynced() && endpointSlices_->hasSynced() &&
+                  exceptions_->hasSynced();
     {
       std::lock_guard lock(mu_);
       if (peerAuthentications_) {
@@ -286,7 +314,8 @@ void SegmentationController::start() {
                 {{"namespaces", namespaces_->hasSynced()},
                  {"segmentationpolicies", policies_->hasSynced()},
                  {"networkpolicies", networkPolicies_->hasSynced()},
-                 {"endpointslices", endpointSlices_->hasSynced()}});
+                 {"endpointslices", endpointSlices_->hasSynced()},
+                 {"segmentationexceptions", exceptions_->hasSynced()}});
     }
     sleepFor(milliseconds(20));
   }
@@ -297,11 +326,13 @@ void SegmentationController::start() {
   recomputeApiEndpoints();
   enqueueAllNamespaces();
   enqueueAllPolicies(milliseconds(0));
+  enqueueAllExceptions();
   running_ = true;
   for (int i = 0; i < options_.namespaceWorkers; ++i) {
     threads_.emplace_back([this] { namespaceWorker(); });
   }
   threads_.emplace_back([this] { policyWorker(); });
+  threads_.emplace_back([this] { exceptionWorker(); });
   threads_.emplace_back([this] { meshDiscoveryLoop(); });
   threads_.emplace_back([this] { resyncLoop(); });
   log::info("segmentation controller started",
@@ -322,6 +353,7 @@ void SegmentationController::stop() {
   // In-flight reconciles finish; queued keys are abandoned (the next leader relists anyway).
   namespaceQueue_.shutDown();
   policyQueue_.shutDown();
+  exceptionQueue_.shutDown();
   for (auto& t : threads_) {
     t.join();
   }
@@ -330,6 +362,7 @@ void SegmentationController::stop() {
   policies_->stop();
   networkPolicies_->stop();
   endpointSlices_->stop();
+  exceptions_->stop();
   stopIstioInformers();
   running_ = false;
 }
@@ -470,6 +503,82 @@ void SegmentationController::policyWorker() {
       policyQueue_, kPolicyController,
       [this](const std::string& name) { return reconcilePolicy(name); },
       [](const std::string&, const Status&) {});
+}
+
+void SegmentationController::exceptionWorker() {
+  runWorker(
+      exceptionQueue_, kExceptionController,
+      [this](const std::string& key) { return reconcileException(key); },
+      [](const std::string&, const Status&) {});
+}
+
+Status SegmentationController::reconcileException(const std::string& key) {
+  auto setPhase = [&](const std::string& phase) {
+    std::lock_guard lock(mu_);
+    if (phase.empty()) {
+      exceptionPhases_.erase(key);
+    } else {
+      exceptionPhases_[key] = phase;
+    }
+    for (auto p : {policy::ExceptionPhase::kPending, policy::ExceptionPhase::kActive,
+                   policy::ExceptionPhase::kExpired}) {
+      const auto name = policy::exceptionPhaseName(p);
+      exceptionsGauge(name).set(static_cast<double>(
+          std::count_if(exceptionPhases_.begin(), exceptionPhases_.end(),
+                        [&](const auto& e) { return e.second == name; })));
+    }
+  };
+  kube::ObjectPtr object = exceptions_->store().get(key);
+  if (object == nullptr) {
+    setPhase("");
+    return okStatus();
+  }
+  auto exception = policy::decodeSegmentationException(*object);
+  if (!exception.ok()) {
+    // The CRD's schema makes this rare; the webhook refuses such objects. Nothing to compute.
+    log::warn("ignoring an invalid SegmentationException",
+              {{"key", key}, {"error", exception.status().message()}});
+    setPhase("");
+    return okStatus();
+  }
+  // The policy governing the exception's namespace decides whether approval is needed.
+  policy::SegmentationPolicy ungoverned;
+  const policy::SegmentationPolicy* governing = &ungoverned;
+  auto all = policies();
+  if (kube::ObjectPtr ns = namespaces_->store().get(exception->ns); ns != nullptr) {
+    if (auto* p = policy::governingPolicy(all, namespaceFacts(*ns), options_.installNamespace)) {
+      governing = p;
+    }
+  }
+  const WallTime now = clock_->now();
+  const auto phase = policy::phaseOf(*exception, *governing, now);
+  const std::string phaseName(policy::exceptionPhaseName(phase));
+  const json status = object->value("status", json::object());
+  const int64_t generation = (*object)["metadata"].value("generation", int64_t{0});
+  if (status.value("phase", "") != phaseName ||
+      status.value("observedGeneration", int64_t{-1}) != generation) {
+    json updated = *object;
+    updated["status"]["phase"] = phaseName;
+    updated["status"]["observedGeneration"] = generation;
+    RETURN_IF_ERROR(client_->updateStatus(resources::kSegmentationExceptions, updated)
+                        .status()
+                        .withContext("writing the status of SegmentationException " + key));
+    if (phase == policy::ExceptionPhase::kExpired && status.value("phase", "") != phaseName) {
+      events_->record(kube::referenceTo(*object), kube::EventRecorder::Type::kNormal, "Expired",
+                      "expired at " + formatRfc3339(exception->expiresAt) +
+                          "; its pods are checked by every rule again");
+    }
+    log::info("SegmentationException phase",
+              {{"key", key},
+               {"phase", phaseName},
+               {"expiresAt", formatRfc3339(exception->expiresAt)}});
+  }
+  setPhase(phaseName);
+  if (phase != policy::ExceptionPhase::kExpired) {
+    // The webhook stops honouring it at expiresAt on its own; the status follows at that moment.
+    exceptionQueue_.addAfter(key, exception->expiresAt - now + milliseconds(50));
+  }
+  return okStatus();
 }
 
 std::vector<json> SegmentationController::managedObjects(const std::string& ns) const {

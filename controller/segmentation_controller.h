@@ -32,6 +32,9 @@ namespace resources {
 inline const kube::ResourceType kSegmentationPolicies{"bulkhead.dev", "v1alpha1",
                                                       "segmentationpolicies",
                                                       "SegmentationPolicy", false};
+inline const kube::ResourceType kSegmentationExceptions{"bulkhead.dev", "v1alpha1",
+                                                        "segmentationexceptions",
+                                                        "SegmentationException", true};
 inline const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1",
                                                      "peerauthentications", "PeerAuthentication",
                                                      true};
@@ -45,7 +48,9 @@ inline const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1"
 // apply for what is missing or drifted, delete for what is no longer wanted), and a policy-keyed
 // reconciler for status, conditions and the cleanup finalizer. Reads come from informers; writes
 // go to the API server. Drift is seen through label-selected informers on the generated kinds,
-// and a periodic resync catches anything missed.
+// and a periodic resync catches anything missed. A third, exception-keyed reconciler keeps each
+// SegmentationException's status.phase (SPEC 1.3) current, at expiresAt to the second, with an
+// Event when one expires.
 class SegmentationController {
  public:
   SegmentationController(kube::ClientPtr client, ClockPtr clock,
@@ -77,6 +82,7 @@ class SegmentationController {
   void resyncLoop();
   void namespaceWorker();
   void policyWorker();
+  void exceptionWorker();
   // Takes keys from `queue` until it shuts down: reconcile, count, requeue with backoff on error.
   void runWorker(kube::WorkQueue& queue, const char* controller,
                  const std::function<Status(const std::string&)>& reconcile,
@@ -84,6 +90,8 @@ class SegmentationController {
 
   Status reconcileNamespace(const std::string& ns);
   Status reconcilePolicy(const std::string& name);
+  Status reconcileException(const std::string& key);
+  void enqueueAllExceptions();
   Status cleanUpDeletedPolicy(const policy::SegmentationPolicy& p, const nlohmann::json& object);
   Status updateStatus(const policy::SegmentationPolicy& p, const nlohmann::json& object,
                       const std::string& invalidSpec);
@@ -109,11 +117,13 @@ class SegmentationController {
   std::unique_ptr<kube::Informer> policies_;
   std::unique_ptr<kube::Informer> networkPolicies_;
   std::unique_ptr<kube::Informer> endpointSlices_;
+  std::unique_ptr<kube::Informer> exceptions_;
   std::unique_ptr<kube::Informer> peerAuthentications_;     // while the mesh is available
   std::unique_ptr<kube::Informer> authorizationPolicies_;  // while the mesh is available
 
   kube::WorkQueue namespaceQueue_;
   kube::WorkQueue policyQueue_;
+  kube::WorkQueue exceptionQueue_;
   std::vector<std::thread> threads_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopping_{false};
@@ -126,6 +136,7 @@ class SegmentationController {
   std::vector<policy::ApiEndpoint> apiEndpoints_;
   uint64_t factsVersion_ = 1;
   std::map<std::string, NamespaceState> namespaceStates_;
+  std::map<std::string, std::string> exceptionPhases_;  // "ns/name" -> phase, for the metric
 };
 
 }  // namespace bulkhead::controller

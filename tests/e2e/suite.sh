@@ -123,6 +123,8 @@ until_true 15 dry_run_pod agent-probe shop '"hostNetwork":true,' agent || true
 run create_pod agent-1 shop '"hostNetwork":true,' agent
 [ $rc -eq 0 ] && pass "the agent is admitted while the exception is active" ||
   fail "the exception was not honoured"
+until_true 10 test "$(kubectl get segex node-agent -n shop -o jsonpath='{.status.phase}')" = Active &&
+  pass "its status says Active" || fail "the exception's phase is not Active"
 run create_pod other-1 shop '"hostNetwork":true,'
 [ $rc -ne 0 ] && pass "other pods are still rejected" || fail "the exception leaked to other pods"
 show "sleep until $expires"
@@ -133,7 +135,11 @@ if [ $rc -ne 0 ] && grep -q 'violates forbidHostNetwork' <<<"$out"; then
 else
   fail "an expired exception still exempted a pod"
 fi
+segex_phase() { kubectl get segex node-agent -n shop -o jsonpath='{.status.phase}'; }
+until_true 15 test "$(segex_phase)" = Expired &&
+  pass "its status says Expired, with an Event" || fail "the exception's phase is not Expired"
 run kubectl get segex -n shop
+run kubectl get events -n shop --field-selector reason=Expired -o custom-columns=REASON:.reason,MESSAGE:.message
 
 step "Generated objects are guarded: nobody but Bulkhead may change or delete them"
 run kubectl delete networkpolicy bulkhead-default-deny -n shop

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/time_format.h"
 #include "kube/client_impl.h"
 #include "kube/config.h"
 #include "policy/segmentation.h"
@@ -298,6 +299,59 @@ TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, uns
     CHECK(generated("seg-" + std::to_string(i), true).empty());
   }
   CHECK(admin()->get(kube::resources::kNetworkPolicies, "seg-0", "allow-web").ok());
+}
+
+TEST_CASE("SegmentationException status: Pending, Active on approval, Expired at expiresAt") {
+  serviceAccountDir();
+  BulkheadProcess controller("controller-exceptions");
+  json guarded = policyObject("guarded", {{"namespaceSelector", {{"matchLabels", {{"vault", "on"}}}}},
+                                          {"exceptions", {{"approverGroups", {"security"}}}}});
+  REQUIRE(admin()->create(kPolicies, guarded).ok());
+  createNamespace("vault", {{"vault", "on"}});
+  createNamespace("open-ns", {});
+  const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
+                                       "SegmentationException", true};
+  auto exception = [](const std::string& name, const std::string& ns, seconds lifetime) {
+    return json{{"apiVersion", "bulkhead.dev/v1alpha1"},
+                {"kind", "SegmentationException"},
+                {"metadata", {{"name", name}, {"namespace", ns}}},
+                {"spec",
+                 {{"podSelector", {{"matchLabels", {{"app", "agent"}}}}},
+                  {"rules", {"forbidHostNetwork"}},
+                  {"reason", "vendor agent needs the host network (TICKET-1)"},
+                  {"expiresAt", formatRfc3339(std::chrono::system_clock::now() + lifetime)},
+                  {"requestedBy", "alice"}}}};
+  };
+  auto phase = [&](const std::string& ns, const std::string& name) {
+    auto got = admin()->get(kExceptions, ns, name);
+    return got.ok() ? got->value("status", json::object()).value("phase", "") : "";
+  };
+  // Needs approval in vault: Pending until approvedBy is set, then Active.
+  REQUIRE(admin()->create(kExceptions, exception("agent", "vault", seconds(3600))).ok());
+  CHECK(eventually(seconds(15), [&] { return phase("vault", "agent") == "Pending"; }));
+  auto approved = admin()->get(kExceptions, "vault", "agent");
+  REQUIRE(approved.ok());
+  (*approved)["spec"]["approvedBy"] = "bob";
+  REQUIRE(admin()->update(kExceptions, *approved).ok());
+  CHECK(eventually(seconds(15), [&] { return phase("vault", "agent") == "Active"; }));
+
+  // No approval needed where no policy asks for it; Expired at expiresAt, with an Event.
+  REQUIRE(admin()->create(kExceptions, exception("short", "open-ns", seconds(4))).ok());
+  CHECK(eventually(seconds(15), [&] { return phase("open-ns", "short") == "Active"; }));
+  const auto expiring = Steady::now();
+  CHECK(eventually(seconds(15), [&] { return phase("open-ns", "short") == "Expired"; }));
+  CHECK(Steady::now() - expiring < seconds(7));
+  CHECK(eventually(seconds(10), [&] {
+    auto events = ControlPlane::get().kubectl(
+        {"get", "events", "-n", "open-ns", "--field-selector",
+         "reason=Expired,involvedObject.name=short", "-o", "jsonpath={.items[*].message}"});
+    return events.out.find("its pods are checked by every rule again") != std::string::npos;
+  }));
+  CHECK(controller.metric("bulkhead_exceptions{phase=\"Expired\"") == 1);
+  CHECK(controller.metric("bulkhead_exceptions{phase=\"Active\"") == 1);
+  CHECK(admin()->remove(kExceptions, "vault", "agent").ok());
+  CHECK(admin()->remove(kExceptions, "open-ns", "short").ok());
+  REQUIRE(admin()->remove(kPolicies, "", "guarded").ok());
 }
 
 TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, nothing stray") {
