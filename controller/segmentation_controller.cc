@@ -83,15 +83,6 @@ bool terminating(const json& o) {
   return o["metadata"].contains("deletionTimestamp") && !o["metadata"]["deletionTimestamp"].is_null();
 }
 
-kube::InformerOptions informerOptions(const kube::ResourceType& type, std::string labelSelector,
-                                      std::string ns = "") {
-  kube::InformerOptions o;
-  o.type = type;
-  o.ns = std::move(ns);
-  o.labelSelector = std::move(labelSelector);
-  return o;
-}
-
 // A condition in metav1.Condition shape; keeps lastTransitionTime when the status is unchanged.
 json condition(const json& previous, const std::string& type, bool status,
                const std::string& reason, const std::string& message, int64_t generation,
@@ -135,17 +126,17 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       exceptionQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
   std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
   namespaces_ = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(kube::resources::kNamespaces, ""));
+      client_, clock_, kube::informerOptions(kube::resources::kNamespaces));
   policies_ = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(resources::kSegmentationPolicies, ""));
+      client_, clock_, kube::informerOptions(resources::kSegmentationPolicies));
   networkPolicies_ = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(kube::resources::kNetworkPolicies, managed));
+      client_, clock_, kube::informerOptions(kube::resources::kNetworkPolicies, "", managed));
   endpointSlices_ = std::make_unique<kube::Informer>(
       client_, clock_,
-      informerOptions(kube::resources::kEndpointSlices, "kubernetes.io/service-name=kubernetes",
-                      "default"));
+      kube::informerOptions(kube::resources::kEndpointSlices, "default",
+                            "kubernetes.io/service-name=kubernetes"));
   exceptions_ = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(resources::kSegmentationExceptions, ""));
+      client_, clock_, kube::informerOptions(resources::kSegmentationExceptions));
   auto onException = [this](const json& o) { exceptionQueue_.add(kube::objectKey(o)); };
   exceptions_->addEventHandlers(
       {onException, [onException](const json&, const json& o) { onException(o); },
@@ -370,9 +361,9 @@ void SegmentationController::stop() {
 void SegmentationController::startIstioInformers() {
   std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
   auto pa = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(resources::kPeerAuthentications, managed));
+      client_, clock_, kube::informerOptions(resources::kPeerAuthentications, "", managed));
   auto ap = std::make_unique<kube::Informer>(
-      client_, clock_, informerOptions(resources::kAuthorizationPolicies, managed));
+      client_, clock_, kube::informerOptions(resources::kAuthorizationPolicies, "", managed));
   auto onManaged = [this](const json& o) { onManagedObjectEvent(o, false); };
   for (auto* inf : {pa.get(), ap.get()}) {
     inf->addEventHandlers({onManaged, [onManaged](const json&, const json& o) { onManaged(o); },

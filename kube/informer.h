@@ -36,6 +36,20 @@ struct InformerOptions {
   std::chrono::milliseconds maxBackoff{30'000};
 };
 
+// Options for an informer on `type`, in namespace `ns` ("" = all) and narrowed by the selectors,
+// with every other field at its default. A function rather than designated initializers, which
+// would have to name every field to stay free of -Wmissing-field-initializers.
+inline InformerOptions informerOptions(const ResourceType& type, std::string ns = "",
+                                       std::string labelSelector = "",
+                                       std::string fieldSelector = "") {
+  InformerOptions options;
+  options.type = type;
+  options.ns = std::move(ns);
+  options.labelSelector = std::move(labelSelector);
+  options.fieldSelector = std::move(fieldSelector);
+  return options;
+}
+
 // The default transform: strips managedFields and kubectl's last-applied annotation.
 void dropUnreadFields(nlohmann::json& object);
 

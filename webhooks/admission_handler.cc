@@ -19,13 +19,6 @@ const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationex
 const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentications",
                                                "authorizationpolicies"};
 
-kube::InformerOptions informerOptions(const kube::ResourceType& type, std::string selector = "") {
-  kube::InformerOptions o;
-  o.type = type;
-  o.labelSelector = std::move(selector);
-  return o;
-}
-
 metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
                                 const std::string& mode) {
   return metrics::defaultRegistry()
@@ -55,13 +48,14 @@ AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock,
       options_(std::move(options)),
       decoded_(std::make_shared<const std::vector<policy::SegmentationPolicy>>()) {
   namespaces_ = std::make_unique<kube::Informer>(client_, clock_,
-                                                 informerOptions(kube::resources::kNamespaces));
-  policies_ = std::make_unique<kube::Informer>(client_, clock_, informerOptions(kPolicies));
+                                                 kube::informerOptions(kube::resources::kNamespaces));
+  policies_ = std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kPolicies));
   networkPolicies_ = std::make_unique<kube::Informer>(
       client_, clock_,
-      informerOptions(kube::resources::kNetworkPolicies,
-                      std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue));
-  exceptions_ = std::make_unique<kube::Informer>(client_, clock_, informerOptions(kExceptions));
+      kube::informerOptions(kube::resources::kNetworkPolicies, "",
+                            std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue));
+  exceptions_ =
+      std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kExceptions));
   events_ = std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook");
   auto rebuild = [this](const json&) { rebuildPolicies(); };
   policies_->addEventHandlers(

@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "webhooks/internal/bind_address.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -258,31 +259,6 @@ StatusOr<std::shared_ptr<ssl::context>> loadContext(const HttpsServerOptions& op
                         options.certFile + ": " + openSslError());
   }
   return ctx;
-}
-
-StatusOr<tcp::endpoint> parseBindAddress(const std::string& bindAddress) {
-  auto colon = bindAddress.rfind(':');
-  if (colon == std::string::npos) {
-    return invalidError("bind address \"" + bindAddress + "\" is not host:port");
-  }
-  std::string host = bindAddress.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  const std::string portText = bindAddress.substr(colon + 1);
-  unsigned port = 0;
-  auto [end, err] = std::from_chars(portText.data(), portText.data() + portText.size(), port);
-  if (portText.empty() || err != std::errc() || end != portText.data() + portText.size() ||
-      port > 65535) {
-    return invalidError("bind address \"" + bindAddress + "\" has no valid port");
-  }
-  boost::system::error_code ec;
-  asio::ip::address addr = host.empty() ? asio::ip::address(asio::ip::address_v4::any())
-                                        : asio::ip::make_address(host, ec);
-  if (ec) {
-    return invalidError("bind address \"" + bindAddress + "\": " + ec.message());
-  }
-  return tcp::endpoint(addr, static_cast<unsigned short>(port));
 }
 
 Status validate(const HttpsServerOptions& o) {
@@ -1135,7 +1111,7 @@ StatusOr<std::unique_ptr<HttpsServer>> HttpsServer::start(HttpsServerOptions opt
   if (!handler) {
     return invalidError("a handler is required");
   }
-  ASSIGN_OR_RETURN(tcp::endpoint endpoint, parseBindAddress(options.bindAddress));
+  ASSIGN_OR_RETURN(tcp::endpoint endpoint, internal::parseBindAddress(options.bindAddress));
   const PairStamp stamp = stampOf(options);
   ASSIGN_OR_RETURN(std::shared_ptr<ssl::context> context, loadContext(options));
   try {

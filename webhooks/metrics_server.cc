@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "webhooks/internal/bind_address.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -129,20 +130,9 @@ void MetricsServer::stop() { impl_->stop(); }
 
 StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& bindAddress,
                                                                std::function<bool()> ready) {
-  auto colon = bindAddress.rfind(':');
-  if (colon == std::string::npos) {
-    return invalidError("bind address \"" + bindAddress + "\" is not host:port");
-  }
-  std::string host = bindAddress.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = std::atoi(bindAddress.substr(colon + 1).c_str());
+  ASSIGN_OR_RETURN(tcp::endpoint endpoint, internal::parseBindAddress(bindAddress));
   try {
-    asio::ip::address addr =
-        host.empty() ? asio::ip::address(asio::ip::address_v4::any()) : asio::ip::make_address(host);
-    auto impl = std::make_unique<Impl>(tcp::endpoint(addr, static_cast<unsigned short>(port)),
-                                       std::move(ready));
+    auto impl = std::make_unique<Impl>(endpoint, std::move(ready));
     return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(impl)));
   } catch (const std::exception& e) {
     return invalidError("cannot listen on " + bindAddress + ": " + e.what());

@@ -74,13 +74,11 @@ std::string joined(const std::vector<std::string>& parts) {
   return out;
 }
 
-kube::InformerOptions informerOptions(const kube::ResourceType& type, const std::string& ns,
-                                      const std::string& name) {
-  kube::InformerOptions options;
-  options.type = type;
-  options.ns = ns;
-  options.fieldSelector = "metadata.name=" + name;
-  return options;
+// An informer on the one object `ns`/`name` of `type` (RBAC allows list and watch by name when
+// the request selects that name).
+kube::InformerOptions oneObject(const kube::ResourceType& type, const std::string& ns,
+                                const std::string& name) {
+  return kube::informerOptions(type, ns, "", "metadata.name=" + name);
 }
 
 }  // namespace
@@ -93,7 +91,8 @@ ServingCertificateFiles::ServingCertificateFiles(kube::ClientPtr client, ClockPt
     : ns_(std::move(ns)),
       name_(std::move(secretName)),
       dir_(std::move(dir)),
-      informer_(std::move(client), std::move(clock), informerOptions(kube::resources::kSecrets, ns_, name_)) {
+      informer_(std::move(client), std::move(clock),
+                oneObject(kube::resources::kSecrets, ns_, name_)) {
   informer_.addEventHandlers({
       .onAdd = [this](const json& s) { onSecret(s); },
       .onUpdate = [this](const json&, const json& s) { onSecret(s); },
@@ -216,10 +215,10 @@ CertificateRotator::CertificateRotator(kube::ClientPtr client, ClockPtr clock,
       clock_(std::move(clock)),
       options_(std::move(options)),
       webhookConfiguration_(client_, clock_,
-                            informerOptions(kube::resources::kValidatingWebhookConfigurations, "",
-                                            options_.webhookConfiguration)),
+                            oneObject(kube::resources::kValidatingWebhookConfigurations, "",
+                                      options_.webhookConfiguration)),
       secret_(client_, clock_,
-              informerOptions(kube::resources::kSecrets, options_.ns, options_.secretName)) {
+              oneObject(kube::resources::kSecrets, options_.ns, options_.secretName)) {
   // cmd/ validated the hosts with the same function: an error here is a bug, and aborts.
   hosts_ = canonicalHosts(options_.hosts).value();
   for (const auto& host : hosts_) {

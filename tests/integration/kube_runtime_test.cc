@@ -40,13 +40,6 @@ std::shared_ptr<Client> adminClient() {
   return *client;
 }
 
-InformerOptions informerOptions(const ResourceType& type, const std::string& ns = "") {
-  InformerOptions o;
-  o.type = type;
-  o.ns = ns;
-  return o;
-}
-
 json namespaceObject(const std::string& name) {
   return {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}};
 }
