@@ -3,6 +3,7 @@
 // object arrived. Nothing may crash, hang, leak or trip a sanitizer.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "policy/admission.h"
@@ -35,7 +36,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const WallTime now = WallTime(std::chrono::seconds(1'800'000'000));
-  if (auto facts = policy::decodePodFacts(req->object); facts.ok()) {
+  // Pods and pod templates come decoded straight from the request's bytes (the webhook's own
+  // path); anything else is tried through the DOM decoder as well.
+  std::optional<StatusOr<policy::PodFacts>> domFacts;
+  if (!req->pod) {
+    domFacts = policy::decodePodFacts(req->object);
+  }
+  const auto& facts = req->pod ? *req->pod : *domFacts;
+  if (facts.ok()) {
     std::vector<policy::SegmentationException> exceptions;
     if (auto ex = policy::decodeSegmentationException(req->oldObject); ex.ok()) {
       exceptions.push_back(*ex);

@@ -19,6 +19,7 @@
 #include "kube/config.h"
 #include "kube/events.h"
 #include "kube/informer.h"
+#include "tests/support/bench_util.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead::kube {
@@ -30,14 +31,7 @@ using std::chrono::seconds;
 using Steady = std::chrono::steady_clock;
 
 std::shared_ptr<Client> adminClient() {
-  LoadOptions load;
-  load.kubeconfigFlag = ControlPlane::get().kubeconfig();
-  auto config = loadRestConfig(load);
-  REQUIRE_MESSAGE(config.ok(), config.status().toString());
-  config->qps = 0;  // tests are not rate limited
-  auto client = ClientImpl::create(*config, std::make_shared<RealClock>());
-  REQUIRE_MESSAGE(client.ok(), client.status().toString());
-  return *client;
+  return testing::unthrottledClient(ControlPlane::get().kubeconfig());
 }
 
 json namespaceObject(const std::string& name) {

@@ -36,6 +36,9 @@ done
 
 fail=0
 used=""
+if ldd "$binary" | grep 'not found'; then
+  echo "FAIL: the binary links libraries this machine does not have"; fail=1
+fi
 while read -r lib; do
   pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$(readlink -f "$lib")" 2>/dev/null || true)
   pkg=${pkg%%:*}

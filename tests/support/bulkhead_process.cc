@@ -132,7 +132,8 @@ double BulkheadProcess::metric(const std::string& family) const {
   std::string prefix = family.find('{') == std::string::npos ? family + "{" : family;
   std::string bare = family.find('{') == std::string::npos ? family + " " : family;
   auto r = ControlPlane::get().shell(
-      "port=$(grep -o '\"msg\":\"serving metrics\".*\"port\":[0-9]*' '" + log_ +
+      "set -o pipefail; port=$(grep -o '\"msg\":\"serving metrics\".*\"port\":[0-9]*' '" +
+      log_ +
       "' | grep -o '[0-9]*$'); curl -fsS http://127.0.0.1:$port/metrics | "
       "P='" + prefix + "' B='" + bare + "' awk 'index($0, ENVIRON[\"P\"]) == 1 || "
       "index($0, ENVIRON[\"B\"]) == 1 {s+=$NF} END {print s+0}'");
