@@ -71,8 +71,6 @@ struct Webhook {
   std::unique_ptr<webhooks::HttpsServer> server;
   std::string certDir;  // private, removed on shutdown
 
-  bool ready() const { return server != nullptr && handler->ready(); }
-
   void stop() {
     if (server) {
       server->stop(std::chrono::seconds(5));
@@ -96,6 +94,7 @@ StatusOr<std::unique_ptr<Webhook>> prepareWebhook(const Options& opts, kube::Cli
   w->certDir = dir;
   webhooks::AdmissionOptions aopts;
   aopts.installNamespace = ns;
+  aopts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
   aopts.controllerUsername = opts.controllerUsername.empty()
                                  ? "system:serviceaccount:" + ns + ":bulkhead"
                                  : opts.controllerUsername;

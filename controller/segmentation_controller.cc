@@ -124,7 +124,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       namespaceQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
       policyQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
       exceptionQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
-  std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
+  const std::string managed = policy::kManagedBySelector;
   namespaces_ = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(kube::resources::kNamespaces));
   policies_ = std::make_unique<kube::Informer>(
@@ -170,7 +170,19 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
     enqueueAllExceptions();  // approverGroups decide Pending or Active
   };
   policies_->addEventHandlers(
-      {onPolicy, [onPolicy](const json&, const json& o) { onPolicy(o); }, onPolicy});
+      {onPolicy,
+       [this, onPolicy](const json& old, const json& o) {
+         // A status or finalizer write (mostly the controller's own) changes nothing that
+         // namespaces or exceptions depend on: only the policy itself is looked at again.
+         if (old["metadata"].value("generation", int64_t{0}) ==
+                 o["metadata"].value("generation", int64_t{0}) &&
+             terminating(old) == terminating(o)) {
+           policyQueue_.add(nameOf(o));
+           return;
+         }
+         onPolicy(o);
+       },
+       onPolicy});
   auto onManaged = [this](const json& o) { onManagedObjectEvent(o, false); };
   networkPolicies_->addEventHandlers(
       {onManaged, [onManaged](const json&, const json& o) { onManaged(o); },
@@ -201,20 +213,18 @@ void SegmentationController::onManagedObjectEvent(const json& object, bool delet
 
 void SegmentationController::rebuildPolicies() {
   std::vector<policy::SegmentationPolicy> decoded;
-  std::map<std::string, std::string> invalid;
   for (const auto& o : policies_->store().list()) {
-    auto p = policy::decodeSegmentationPolicy(*o);
-    if (p.ok()) {
+    // An invalid policy governs nothing; its reconcile reports why in its status.
+    if (auto p = policy::decodeSegmentationPolicy(*o); p.ok()) {
       decoded.push_back(std::move(*p));
-    } else {
-      invalid[nameOf(*o)] = p.status().message();
     }
   }
   std::sort(decoded.begin(), decoded.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
+  auto snapshot =
+      std::make_shared<const std::vector<policy::SegmentationPolicy>>(std::move(decoded));
   std::lock_guard lock(mu_);
-  decodedPolicies_ = std::move(decoded);
-  invalidPolicies_ = std::move(invalid);
+  decodedPolicies_ = std::move(snapshot);
 }
 
 void SegmentationController::recomputeApiEndpoints() {
@@ -234,7 +244,8 @@ void SegmentationController::recomputeApiEndpoints() {
   enqueueAllNamespaces();
 }
 
-std::vector<policy::SegmentationPolicy> SegmentationController::policies() const {
+std::shared_ptr<const std::vector<policy::SegmentationPolicy>> SegmentationController::policies()
+    const {
   std::lock_guard lock(mu_);
   return decodedPolicies_;
 }
@@ -359,7 +370,7 @@ void SegmentationController::stop() {
 }
 
 void SegmentationController::startIstioInformers() {
-  std::string managed = std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue;
+  const std::string managed = policy::kManagedBySelector;
   auto pa = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(resources::kPeerAuthentications, "", managed));
   auto ap = std::make_unique<kube::Informer>(
@@ -537,7 +548,7 @@ Status SegmentationController::reconcileException(const std::string& key) {
   const policy::SegmentationPolicy* governing = &ungoverned;
   auto all = policies();
   if (kube::ObjectPtr ns = namespaces_->store().get(exception->ns); ns != nullptr) {
-    if (auto* p = policy::governingPolicy(all, namespaceFacts(*ns), options_.installNamespace)) {
+    if (auto* p = policy::governingPolicy(*all, namespaceFacts(*ns), options_.installNamespace)) {
       governing = p;
     }
   }
@@ -607,7 +618,7 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   auto all = policies();
   auto clusterFacts = facts();
   const policy::SegmentationPolicy* governing =
-      policy::governingPolicy(all, namespaceFacts(*ns), options_.installNamespace);
+      policy::governingPolicy(*all, namespaceFacts(*ns), options_.installNamespace);
   std::vector<json> desired;
   if (governing != nullptr) {
     desired = policy::desiredObjects(*governing, nsName, clusterFacts);
@@ -827,7 +838,7 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
   }
   for (const auto& nsObj : namespaces_->store().list()) {
     auto facts = namespaceFacts(*nsObj);
-    const auto* gov = policy::governingPolicy(all, facts, options_.installNamespace);
+    const auto* gov = policy::governingPolicy(*all, facts, options_.installNamespace);
     NamespaceState state;
     uint64_t factsVersion;
     {

@@ -96,7 +96,8 @@ class SegmentationController {
   Status updateStatus(const policy::SegmentationPolicy& p, const nlohmann::json& object,
                       const std::string& invalidSpec);
 
-  std::vector<policy::SegmentationPolicy> policies() const;
+  // An immutable snapshot: reconciles share it instead of copying every policy.
+  std::shared_ptr<const std::vector<policy::SegmentationPolicy>> policies() const;
   policy::ClusterFacts facts() const;
   std::vector<nlohmann::json> managedObjects(const std::string& ns) const;
   const kube::ResourceType& typeOf(const nlohmann::json& object) const;
@@ -130,8 +131,8 @@ class SegmentationController {
 
   mutable std::mutex mu_;  // guards everything below, and the Istio informer pointers
   std::condition_variable cv_;
-  std::vector<policy::SegmentationPolicy> decodedPolicies_;
-  std::map<std::string, std::string> invalidPolicies_;  // name -> decode error
+  std::shared_ptr<const std::vector<policy::SegmentationPolicy>> decodedPolicies_ =
+      std::make_shared<const std::vector<policy::SegmentationPolicy>>();
   bool meshAvailable_ = false;
   std::vector<policy::ApiEndpoint> apiEndpoints_;
   uint64_t factsVersion_ = 1;

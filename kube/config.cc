@@ -8,6 +8,8 @@
 #include <sstream>
 #include <vector>
 
+#include "common/base64.h"
+
 namespace bulkhead::kube {
 namespace {
 
@@ -23,28 +25,19 @@ StatusOr<std::string> readFile(const std::string& path, std::string_view what) {
   return ss.str();
 }
 
-StatusOr<std::string> base64Decode(std::string_view in, std::string_view what) {
-  static constexpr std::string_view kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  unsigned buffer = 0;
-  int bits = 0;
+// kubeconfig *-data fields: standard base64, which YAML may fold over several lines.
+StatusOr<std::string> decodeData(std::string_view in, const std::string& what) {
+  std::string compact;
   for (char c : in) {
-    if (c == '=' || c == '\n' || c == '\r' || c == ' ') {
-      continue;
-    }
-    auto pos = kAlphabet.find(c);
-    if (pos == std::string_view::npos) {
-      return invalidError(std::string(what) + " is not valid base64");
-    }
-    buffer = (buffer << 6) | static_cast<unsigned>(pos);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buffer >> bits) & 0xFF);
+    if (c != '\n' && c != '\r' && c != ' ') {
+      compact += c;
     }
   }
-  return out;
+  auto decoded = base64Decode(compact);
+  if (!decoded) {
+    return invalidError(what + " is not valid base64");
+  }
+  return *decoded;
 }
 
 std::string resolve(const std::string& path, const std::string& baseDir) {
@@ -58,7 +51,7 @@ std::string resolve(const std::string& path, const std::string& baseDir) {
 Status dataOrFile(const YAML::Node& node, const std::string& key, const std::string& baseDir,
                   std::string* out) {
   if (auto data = node[key + "-data"]; data && !data.as<std::string>().empty()) {
-    ASSIGN_OR_RETURN(*out, base64Decode(data.as<std::string>(), key + "-data"));
+    ASSIGN_OR_RETURN(*out, decodeData(data.as<std::string>(), key + "-data"));
     return okStatus();
   }
   if (auto file = node[key]; file && !file.as<std::string>().empty()) {

@@ -8,7 +8,6 @@ namespace {
 
 constexpr std::string_view kInjectKey = "sidecar.istio.io/inject";
 constexpr std::string_view kTrafficPrefix = "traffic.sidecar.istio.io/";
-constexpr std::string_view kDefaultDenyName = "bulkhead-default-deny";
 constexpr size_t kMaxShownValue = 64;
 
 bool isDigit(char c) { return c >= '0' && c <= '9'; }

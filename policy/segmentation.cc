@@ -78,7 +78,7 @@ std::vector<json> desiredObjects(const SegmentationPolicy& p, const std::string&
     policyTypes.push_back("Egress");
   }
   if (!policyTypes.empty()) {
-    out.push_back(networkPolicy("bulkhead-default-deny", ns, p,
+    out.push_back(networkPolicy(kDefaultDenyName, ns, p,
                                 {{"podSelector", json::object()}, {"policyTypes", policyTypes}}));
   }
   // An allow rule is written only in a direction that is denied by default: a NetworkPolicy of

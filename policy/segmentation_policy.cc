@@ -2,6 +2,8 @@
 
 #include <regex>
 
+#include "common/flags.h"
+
 namespace bulkhead::policy {
 namespace {
 
@@ -46,20 +48,17 @@ const json& objectOrEmpty(const json& parent, const char* key) {
   return it == parent.end() || !it->is_object() ? kEmpty : *it;
 }
 
+// The CRD's pattern (so a policy decodes alike with or without its schema), then the value as
+// the flags read durations.
 StatusOr<std::chrono::seconds> decodeDuration(const std::string& text, const std::string& path) {
   static const std::regex kDuration(R"(^(([0-9]+(\.[0-9]+)?)(h|m|s|ms))+$)");
-  if (!std::regex_match(text, kDuration)) {
+  auto value = std::regex_match(text, kDuration) ? parseDuration(text)
+                                                 : StatusOr<std::chrono::milliseconds>(
+                                                       invalidError("not a duration"));
+  if (!value.ok()) {
     return invalidError(path + ": \"" + text + "\" is not a duration like 168h or 30m");
   }
-  double total = 0;
-  static const std::regex kPart(R"(([0-9]+(\.[0-9]+)?)(h|ms|m|s))");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kPart); it != std::sregex_iterator();
-       ++it) {
-    double n = std::stod((*it)[1]);
-    std::string unit = (*it)[3];
-    total += n * (unit == "h" ? 3600 : unit == "m" ? 60 : unit == "s" ? 1 : 0.001);
-  }
-  return std::chrono::seconds(static_cast<int64_t>(total));
+  return std::chrono::duration_cast<std::chrono::seconds>(*value);
 }
 
 StatusOr<std::vector<Port>> decodePorts(const json& j, const std::string& path) {
@@ -134,15 +133,6 @@ StatusOr<BaselineAllow> decodeBaselineAllow(const json& j, const std::string& at
 StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& object);
 
 }  // namespace
-
-std::string_view modeName(Mode mode) {
-  switch (mode) {
-    case Mode::kEnforce: return "Enforce";
-    case Mode::kWarn: return "Warn";
-    case Mode::kAudit: return "Audit";
-  }
-  std::abort();
-}
 
 std::string_view mtlsModeName(MtlsMode mode) {
   switch (mode) {

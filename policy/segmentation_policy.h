@@ -10,10 +10,13 @@
 
 namespace bulkhead::policy {
 
-inline constexpr const char* kGroup = "bulkhead.dev";
 inline constexpr const char* kApiVersion = "bulkhead.dev/v1alpha1";
 inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
 inline constexpr const char* kManagedByValue = "bulkhead";
+// The label selector of every generated object.
+inline constexpr const char* kManagedBySelector = "app.kubernetes.io/managed-by=bulkhead";
+// The generated NetworkPolicy whose presence makes a namespace segmented (SPEC 1.2, 3.1).
+inline constexpr const char* kDefaultDenyName = "bulkhead-default-deny";
 inline constexpr const char* kPolicyLabel = "bulkhead.dev/policy";
 inline constexpr const char* kNamespaceNameLabel = "kubernetes.io/metadata.name";
 inline constexpr const char* kFinalizer = "bulkhead.dev/cleanup";
@@ -98,7 +101,6 @@ struct SegmentationPolicy {
 // defaulting. Invalid errors name the field path ("spec.network.baselineAllows[0].direction").
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const nlohmann::json& object);
 
-std::string_view modeName(Mode mode);
 std::string_view mtlsModeName(MtlsMode mode);
 
 }  // namespace bulkhead::policy

@@ -21,10 +21,11 @@ const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentic
 
 metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
                                 const std::string& mode) {
-  return metrics::defaultRegistry()
-      .counter("bulkhead_admission_requests_total", "Admission reviews by rule, decision and mode.",
-               {"rule", "decision", "mode"})
-      .labels({rule, decision, mode});
+  // On every request: the family is looked up in the registry once.
+  static auto& family = metrics::defaultRegistry().counter(
+      "bulkhead_admission_requests_total", "Admission reviews by rule, decision and mode.",
+      {"rule", "decision", "mode"});
+  return family.labels({rule, decision, mode});
 }
 
 metrics::Histogram& duration() {
@@ -47,13 +48,13 @@ AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock,
       clock_(std::move(clock)),
       options_(std::move(options)),
       decoded_(std::make_shared<const std::vector<policy::SegmentationPolicy>>()) {
-  namespaces_ = std::make_unique<kube::Informer>(client_, clock_,
-                                                 kube::informerOptions(kube::resources::kNamespaces));
+  namespaces_ = std::make_unique<kube::Informer>(
+      client_, clock_, kube::informerOptions(kube::resources::kNamespaces));
   policies_ = std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kPolicies));
   networkPolicies_ = std::make_unique<kube::Informer>(
       client_, clock_,
       kube::informerOptions(kube::resources::kNetworkPolicies, "",
-                            std::string(policy::kManagedByLabel) + "=" + policy::kManagedByValue));
+                            policy::kManagedBySelector));
   exceptions_ =
       std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kExceptions));
   events_ = std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook");
@@ -79,7 +80,7 @@ void AdmissionHandler::start() {
         meshAvailable_ = *served;
         meshKnown_ = true;
       }
-      cv_.wait_for(lock, std::chrono::seconds(10), [this] { return stopping_; });
+      cv_.wait_for(lock, options_.meshDiscoveryInterval, [this] { return stopping_; });
     }
   });
 }
@@ -106,7 +107,8 @@ bool AdmissionHandler::ready() const {
       return false;  // requireSidecar depends on it
     }
   }
-  return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced();
+  return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced() &&
+         exceptions_->hasSynced();  // decisions read all four
 }
 
 void AdmissionHandler::rebuildPolicies() {
@@ -170,12 +172,9 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
       std::lock_guard lock(mu_);
       mesh = meshAvailable_;
     }
-    policy::PodReview review{&*facts,
-                             gov,
-                             mesh,
-                             networkPolicies_->store().contains(req.ns + "/bulkhead-default-deny"),
-                             &exceptions,
-                             clock_->now()};
+    const bool segmented =
+        networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
+    policy::PodReview review{&*facts, gov, mesh, segmented, &exceptions, clock_->now()};
     return policy::decidePod(review);
   }
   if (kGeneratedKinds.contains(resource) &&

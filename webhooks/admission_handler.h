@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,8 @@ struct AdmissionOptions {
   std::string installNamespace;
   // The controller's own user: the only one allowed to change generated objects.
   std::string controllerUsername;
+  // How often to check whether Istio's security API is served (requireSidecar depends on it).
+  std::chrono::milliseconds meshDiscoveryInterval{10'000};
 };
 
 // The /validate endpoint (SPEC 3): decodes the AdmissionReview, looks the cluster up in its own

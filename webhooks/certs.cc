@@ -16,6 +16,8 @@
 #include <cctype>
 #include <memory>
 
+#include "webhooks/internal/openssl_error.h"
+
 namespace bulkhead::webhooks {
 namespace {
 
@@ -30,13 +32,7 @@ using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
 
 Status opensslError(const std::string& what) {
-  unsigned long code = ERR_get_error();
-  char buf[256] = "unknown error";
-  if (code != 0) {
-    ERR_error_string_n(code, buf, sizeof buf);
-  }
-  ERR_clear_error();
-  return internalError(what + ": " + buf);
+  return internalError(what + ": " + internal::takeOpenSslError());
 }
 
 std::string toPem(X509* cert) {
@@ -274,15 +270,8 @@ StatusOr<std::vector<std::string>> canonicalHosts(const std::vector<std::string>
 
 Status verifyServingCertificate(const std::string& certPem, const std::string& keyPem,
                                 const std::string& caBundlePem, std::optional<TimePoint> now) {
+  RETURN_IF_ERROR(verifyKeyPair(certPem, keyPem));
   X509Ptr cert = readCert(certPem);
-  PkeyPtr key = readKey(keyPem);
-  if (!cert || !key) {
-    return invalidError("unreadable certificate or key");
-  }
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
-    ERR_clear_error();
-    return invalidError("the key does not belong to the certificate");
-  }
   StorePtr store(X509_STORE_new());
   BioPtr bio(BIO_new_mem_buf(caBundlePem.data(), static_cast<int>(caBundlePem.size())));
   int cas = 0;

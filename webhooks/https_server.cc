@@ -33,6 +33,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "webhooks/internal/bind_address.h"
+#include "webhooks/internal/openssl_error.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -172,18 +173,6 @@ StatusOr<std::string> readPem(const std::string& path) {
   return data;
 }
 
-// The first OpenSSL error on this thread's queue, and clears the queue.
-std::string openSslError() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) {
-    return "unknown OpenSSL error";
-  }
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof buf);
-  return buf;
-}
-
 // Why a pending read was cancelled.
 enum class CancelReason { kNone, kIdleTimeout, kReadTimeout, kStop };
 
@@ -236,7 +225,7 @@ StatusOr<std::shared_ptr<ssl::context>> loadContext(const HttpsServerOptions& op
       SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1 ||
       SSL_CTX_set_ciphersuites(native, kTls13Suites) != 1 ||
       SSL_CTX_set1_groups_list(native, kGroups) != 1 || SSL_CTX_set_num_tickets(native, 0) != 1) {
-    return internalError("configuring TLS: " + openSslError());
+    return internalError("configuring TLS: " + internal::takeOpenSslError());
   }
   // No compression (CRIME), no renegotiation, the server's cipher order, and no resumption:
   // clients keep their connections alive, and tickets would outlive a certificate rotation.
@@ -256,7 +245,7 @@ StatusOr<std::shared_ptr<ssl::context>> loadContext(const HttpsServerOptions& op
   }
   if (SSL_CTX_check_private_key(native) != 1) {
     return invalidError("private key " + options.keyFile + " does not match certificate " +
-                        options.certFile + ": " + openSslError());
+                        options.certFile + ": " + internal::takeOpenSslError());
   }
   return ctx;
 }

@@ -342,17 +342,17 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
   // An unreadable webhook configuration does not stop renewals that need no change of trust.
   Status webhookProblem;
   std::optional<std::vector<std::string>> webhookBundles;
-  if (auto got = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
+  auto webhook = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
                               options_.webhookConfiguration);
-      !got.ok()) {
+  if (!webhook.ok()) {
     webhookProblem =
-        got.status().code() == StatusCode::kNotFound
+        webhook.status().code() == StatusCode::kNotFound
             ? notFoundError(vwcRef + " not found: the chart installs it; `helm upgrade` "
                                      "restores it")
-            : explained(got.status(), "reading " + vwcRef,
+            : explained(webhook.status(), "reading " + vwcRef,
                         "get, update on validatingwebhookconfigurations/" +
                             options_.webhookConfiguration);
-  } else if (webhookBundles = caBundles(*got); !webhookBundles) {
+  } else if (webhookBundles = caBundles(*webhook); !webhookBundles) {
     webhookProblem = invalidError(vwcRef + " has no webhooks with a clientConfig");
   }
 
@@ -490,19 +490,13 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
       }
       break;
     case CertAction::kPublishBundle: {
-      auto updated = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
-                                  options_.webhookConfiguration);
-      if (!updated.ok()) {
-        return updated.status().withContext("reading " + vwcRef);
-      }
-      if (!caBundles(*updated)) {
-        return invalidError(vwcRef + " has no webhooks with a clientConfig");
-      }
-      for (auto& w : (*updated)["webhooks"]) {
+      // webhookProblem is OK here, so `webhook` was read and has the expected shape.
+      json updated = std::move(*webhook);
+      for (auto& w : updated["webhooks"]) {
         w["clientConfig"]["caBundle"] = base64Encode(bundlePem);
       }
       RETURN_IF_ERROR(explained(
-          client_->update(kube::resources::kValidatingWebhookConfigurations, *updated).status(),
+          client_->update(kube::resources::kValidatingWebhookConfigurations, updated).status(),
           "writing the caBundle of " + vwcRef,
           "get, update on validatingwebhookconfigurations/" + options_.webhookConfiguration));
       // The propagation delay counts from when the API server has it.

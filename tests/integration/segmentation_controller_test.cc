@@ -193,17 +193,34 @@ TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, uns
     return conditionStatus(s, "MeshAvailable") == "True" && s.value("segmentedNamespaces", -1) == 10;
   }));
 
-  // A full reconcile of everything with nothing changed writes nothing. (Touching the policy
-  // enqueues every namespace, as the periodic resync does.)
+  // A full reconcile of everything with nothing changed writes nothing. (A change of the
+  // policy's spec enqueues every namespace, as the periodic resync does; this one excludes a
+  // namespace that does not exist, so no namespace's objects change.)
   double writes = controller.metric("bulkhead_api_writes_total");
   double reconciles = controller.metric("bulkhead_reconcile_total");
   REQUIRE(admin()->mergePatch(kPolicies, "", "zero-trust",
-                              {{"metadata", {{"annotations", {{"touched", "yes"}}}}}}).ok());
+                              {{"spec", {{"excludedNamespaces", {"no-such-namespace"}}}}}).ok());
   CHECK(eventually(seconds(10), [&] {
     return controller.metric("bulkhead_reconcile_total") >= reconciles + 20;
   }));
   CHECK(controller.metric("bulkhead_api_writes_total") == writes);
   CHECK(writes == 40);  // 10 namespaces x (3 NetworkPolicies + 1 PeerAuthentication)
+
+  // A metadata-only change (as the controller's own status and finalizer writes are) looks at
+  // the policy again but at no namespace: the same update handler runs before both.
+  const std::string namespaceReconciles = "bulkhead_reconcile_total{controller=\"namespace\"";
+  const std::string policyReconciles =
+      "bulkhead_reconcile_total{controller=\"segmentationpolicy\"";
+  CHECK(eventually(seconds(10), [&] {
+    return controller.metric("bulkhead_reconcile_total") >= reconciles + 20;  // settled
+  }));
+  double namespacesBefore = controller.metric(namespaceReconciles);
+  double policiesBefore = controller.metric(policyReconciles);
+  REQUIRE(admin()->mergePatch(kPolicies, "", "zero-trust",
+                              {{"metadata", {{"annotations", {{"touched", "yes"}}}}}}).ok());
+  CHECK(eventually(seconds(10),
+                   [&] { return controller.metric(policyReconciles) > policiesBefore; }));
+  CHECK(controller.metric(namespaceReconciles) == namespacesBefore);
 
   // 3. Drift is repaired; a user's own NetworkPolicy is never touched.
   json userNp = {{"apiVersion", "networking.k8s.io/v1"},
