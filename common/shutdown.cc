@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "common/log.h"
@@ -37,11 +39,6 @@ bool Shutdown::requested() {
 void Shutdown::wait() {
   std::unique_lock lock(gMu);
   gCv.wait(lock, [] { return gRequested; });
-}
-
-bool Shutdown::waitFor(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(gMu);
-  return gCv.wait_for(lock, timeout, [] { return gRequested; });
 }
 
 void Shutdown::request() {

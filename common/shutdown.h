@@ -1,9 +1,5 @@
 #pragma once
 
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
-
 namespace bulkhead {
 
 // Process-wide graceful shutdown on SIGTERM/SIGINT. install() blocks those signals in the calling
@@ -15,8 +11,6 @@ class Shutdown {
   static bool requested();
   // Blocks until shutdown is requested.
   static void wait();
-  // Blocks until shutdown is requested or `timeout` passes; returns requested().
-  static bool waitFor(std::chrono::milliseconds timeout);
   // Requests shutdown from inside the process (e.g. after losing leadership).
   static void request();
 };

@@ -18,6 +18,8 @@ using std::chrono::milliseconds;
 constexpr const char* kNamespaceController = "namespace";
 constexpr const char* kPolicyController = "segmentationpolicy";
 constexpr const char* kExceptionController = "segmentationexception";
+// Index of the generated objects' caches: the bulkhead.dev/policy label.
+constexpr const char* kPolicyIndex = "policy";
 // Status is recomputed at most this often while namespaces change: it walks every namespace.
 constexpr milliseconds kStatusDelay{1000};
 // How long an applied object may be missing from the informer before it is applied again.
@@ -131,6 +133,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       client_, clock_, kube::informerOptions(resources::kSegmentationPolicies));
   networkPolicies_ = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(kube::resources::kNetworkPolicies, "", managed));
+  networkPolicies_->store().addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
   endpointSlices_ = std::make_unique<kube::Informer>(
       client_, clock_,
       kube::informerOptions(kube::resources::kEndpointSlices, "default",
@@ -377,6 +380,7 @@ void SegmentationController::startIstioInformers() {
       client_, clock_, kube::informerOptions(resources::kAuthorizationPolicies, "", managed));
   auto onManaged = [this](const json& o) { onManagedObjectEvent(o, false); };
   for (auto* inf : {pa.get(), ap.get()}) {
+    inf->store().addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
     inf->addEventHandlers({onManaged, [onManaged](const json&, const json& o) { onManaged(o); },
                            [this](const json& o) { onManagedObjectEvent(o, true); }});
     inf->start();
@@ -779,7 +783,6 @@ Status SegmentationController::cleanUpDeletedPolicy(const policy::SegmentationPo
   // Every namespace still holding this policy's objects is reconciled (the policy no longer
   // selects anything, so they are removed or handed to another policy); the finalizer goes once
   // none is left in the caches.
-  size_t remaining = 0;
   std::set<std::string> namespaces;
   std::vector<kube::Informer*> informers = {networkPolicies_.get()};
   {
@@ -790,14 +793,11 @@ Status SegmentationController::cleanUpDeletedPolicy(const policy::SegmentationPo
     }
   }
   for (auto* inf : informers) {
-    for (const auto& o : inf->store().list()) {
-      if (policy::labelsOf(*o)[policy::kPolicyLabel] == p.name) {
-        ++remaining;
-        namespaces.insert(namespaceOf(*o));
-      }
+    for (const auto& o : inf->store().byIndex(kPolicyIndex, p.name)) {
+      namespaces.insert(namespaceOf(*o));
     }
   }
-  if (remaining > 0) {
+  if (!namespaces.empty()) {
     for (const auto& ns : namespaces) {
       namespaceQueue_.add(ns);
     }

@@ -130,7 +130,7 @@ void EventRecorder::write(const Pending& p) {
     return;
   }
   lru_.push_front(key);
-  written_[key] = Written{ns, name, 1, p.at, p.at, lru_.begin()};
+  written_[key] = Written{ns, name, 1, p.at, lru_.begin()};
   if (written_.size() > kMaxCached) {
     written_.erase(lru_.back());
     lru_.pop_back();

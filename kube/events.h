@@ -53,7 +53,6 @@ class EventRecorder {
     std::string ns;
     std::string name;
     int count = 0;
-    WallTime first;
     WallTime last;
     std::list<std::string>::iterator lru;
   };

@@ -151,7 +151,6 @@ void LeaderElector::run(const std::function<void()>& onStartedLeading,
   if (stopping_) {
     return;
   }
-  leading_ = true;
   leaderGauge().set(1);
   log::info("became leader", {{"identity", config_.identity}});
   onStartedLeading();
@@ -167,14 +166,12 @@ void LeaderElector::run(const std::function<void()>& onStartedLeading,
     bool takenOver = !observedHolder_.empty() && observedHolder_ != config_.identity;
     if (takenOver || clock_->monotonicNow() - lastRenew >= config_.renewDeadline) {
       log::error("lost leadership", {{"identity", config_.identity}});
-      leading_ = false;
       leaderGauge().set(0);
       onStoppedLeading();
       return;
     }
   }
   // stop() while leading: hand over at once instead of making the others wait out the lease.
-  leading_ = false;
   leaderGauge().set(0);
   onStoppedLeading();
   if (Status s = release(); !s.ok()) {

@@ -35,7 +35,6 @@ class LeaderElector {
   void run(const std::function<void()>& onStartedLeading,
            const std::function<void()>& onStoppedLeading);
   void stop();
-  bool isLeader() const { return leading_.load(); }
   const LeaderElectionConfig& config() const { return config_; }
 
  private:
@@ -47,7 +46,6 @@ class LeaderElector {
   ClientPtr client_;
   ClockPtr clock_;
   LeaderElectionConfig config_;
-  std::atomic<bool> leading_{false};
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::condition_variable cv_;
