@@ -625,7 +625,7 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
       policy::governingPolicy(*all, namespaceFacts(*ns), options_.installNamespace);
   std::vector<json> desired;
   if (governing != nullptr) {
-    desired = policy::desiredObjects(*governing, nsName, clusterFacts);
+    desired = policy::desiredObjects(*governing, namespaceFacts(*ns), clusterFacts);
   }
   std::vector<json> current = managedObjects(nsName);
   auto find = [&](const json& want) -> const json* {

@@ -38,8 +38,13 @@ Decision decidePod(const PodReview& review) {
     return Decision::allow();
   }
   const SegmentationPolicy& p = *review.governing;
+  if (review.oldPod != nullptr && !review.podSpecChanged &&
+      ruleMetadataEqual(*review.oldPod, *review.pod, p)) {
+    return Decision::allow();  // nothing a rule reads has changed
+  }
   PodContext ctx;
   ctx.mtlsStrict = p.mtls == MtlsMode::kStrict && review.meshAvailable;
+  ctx.ambient = review.namespaceLabels != nullptr && p.ambient(*review.namespaceLabels);
   // A policy that denies nothing by default writes no default-deny: nothing to wait for then.
   ctx.defaultDenyExists =
       review.defaultDenyExists || (!p.network.denyIngress && !p.network.denyEgress);
@@ -65,12 +70,13 @@ Decision decidePod(const PodReview& review) {
 Decision decideGeneratedObjectChange(const std::string& operation, const std::string& kind,
                                      const std::string& ns, const std::string& name,
                                      const Labels& oldLabels, const std::string& username,
-                                     const std::string& controllerUsername) {
+                                     const std::string& controllerUsername,
+                                     bool namespaceTerminating) {
   auto managed = oldLabels.find(kManagedByLabel);
   if (managed == oldLabels.end() || managed->second != kManagedByValue) {
     return Decision::allow();
   }
-  if (username == controllerUsername) {
+  if (username == controllerUsername || (operation == "DELETE" && namespaceTerminating)) {
     return Decision::allow();
   }
   std::string policy = oldLabels.contains(kPolicyLabel) ? oldLabels.at(kPolicyLabel) : "";
@@ -120,17 +126,17 @@ Decision decideService(const ServiceFacts& service, const SegmentationPolicy* go
                     inQuotes(service.ns);
   if (service.hasExternalIPs) {
     // Always refused, whatever the mode: it lets a Service intercept any address (CVE-2020-8554).
-    return Decision::deny(who + " sets spec.externalIPs, which segmented namespaces never allow "
+    return Decision::deny(who + " violates externalIPs (spec.externalIPs is set) of "
+                                "SegmentationPolicy " + inQuotes(governing->name) +
+                                ": segmented namespaces never allow it, whatever the mode "
                                 "(CVE-2020-8554); remove spec.externalIPs",
                           {"externalIPs"});
   }
   if ((service.type == "NodePort" || service.type == "LoadBalancer") && !exposureAllowed) {
-    return applyMode(governing->mode,
-                     who + " is of type " + service.type + " (spec.type=" + service.type +
-                         ") in a namespace segmented by SegmentationPolicy " +
-                         inQuotes(governing->name) +
-                         "; use ClusterIP behind an ingress, or request an AccessGrant",
-                     {"serviceExposure"}, {});
+    std::string message = who + " violates serviceExposure (spec.type=" + service.type +
+                          ") of SegmentationPolicy " + inQuotes(governing->name) +
+                          "; use ClusterIP behind an ingress, or request an AccessGrant";
+    return applyMode(governing->mode, message, {"serviceExposure"}, {message});
   }
   return Decision::allow();
 }

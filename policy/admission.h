@@ -38,6 +38,11 @@ inline constexpr const char* kAuditAnnotationKey = "violations";
 // A Pod or a workload's pod template in a namespace governed by `governing` (null: none governs,
 // always allowed). Applies the policy's mode: Enforce denies; Warn allows with one warning per
 // violation; Audit allows and records the violations in an audit annotation.
+//
+// An UPDATE is judged on what changed: when the pod spec (a workload's pod template spec) is
+// unchanged and so are the labels and annotations the rules read (see ruleMetadataEqual), the
+// update is admitted without evaluating the rules, so finalizers, ownerReferences, other labels
+// and status keep working on objects admitted before a rule was tightened.
 struct PodReview {
   const PodFacts* pod = nullptr;
   const SegmentationPolicy* governing = nullptr;
@@ -45,15 +50,21 @@ struct PodReview {
   bool defaultDenyExists = false;
   const std::vector<SegmentationException>* exceptions = nullptr;  // in the pod's namespace
   WallTime now;
+  const Labels* namespaceLabels = nullptr;  // the pod's namespace's (ambient mode); null: none
+  const PodFacts* oldPod = nullptr;         // UPDATE: the object before it
+  bool podSpecChanged = true;               // UPDATE: the pod (template) spec differs from old
 };
 Decision decidePod(const PodReview& review);
 
 // UPDATE or DELETE of an object Bulkhead generated (it carries the managed-by label): only the
 // controller's own user may do it.
+// In a namespace being deleted (`namespaceTerminating`), deletes are admitted from anyone: the
+// namespace controller removes everything in it, and nothing can run there any more.
 Decision decideGeneratedObjectChange(const std::string& operation, const std::string& kind,
                                      const std::string& ns, const std::string& name,
                                      const Labels& oldLabels, const std::string& username,
-                                     const std::string& controllerUsername);
+                                     const std::string& controllerUsername,
+                                     bool namespaceTerminating);
 
 // A namespace's labels changing from `oldLabels` to `newLabels`: refused when it leaves every
 // policy's selection, unless the user is in the approver groups of the policy that governed it.

@@ -32,11 +32,17 @@ struct ContainerFacts {
   std::string path;  // "spec.template.spec.initContainers[0]"
   std::string name;
   std::string image;
+  std::vector<std::string> command;  // as written; empty: the image's entrypoint
+  std::vector<std::string> args;
+  // An init container's restartPolicy: "Always" makes it a native sidecar that runs beside the
+  // regular containers.
+  std::string restartPolicy;
   // Every ports[i].hostPort that is present, 0 included: "<path>.ports[1].hostPort".
   std::vector<Field<int64_t>> hostPorts;
   Field<bool> privileged;                               // <path>.securityContext.privileged
   Field<std::optional<bool>> allowPrivilegeEscalation;  // unset: the runtime's default
   Field<std::optional<int64_t>> runAsUser;              // unset: the pod's, then the image's
+  Field<std::optional<int64_t>> runAsGroup;             // unset: the pod's, then the image's
   // securityContext.capabilities.add, as written ("cap_net_admin" stays as it is):
   // "<path>.securityContext.capabilities.add[1]".
   std::vector<Field<std::string>> addedCapabilities;
@@ -59,6 +65,7 @@ struct PodFacts {
   Field<bool> hostPID;
   Field<bool> hostIPC;
   Field<std::optional<int64_t>> runAsUser;  // the pod-level spec.securityContext.runAsUser
+  Field<std::optional<int64_t>> runAsGroup;  // the pod-level spec.securityContext.runAsGroup
 
   // containers, then initContainers, then ephemeralContainers, each in the object's order.
   std::vector<ContainerFacts> containers;

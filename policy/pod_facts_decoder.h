@@ -146,6 +146,7 @@ Status decodeSecurityContext(const Node& container, ContainerFacts* c) {
   c->privileged.path = scPath + ".privileged";
   c->allowPrivilegeEscalation.path = scPath + ".allowPrivilegeEscalation";
   c->runAsUser.path = scPath + ".runAsUser";
+  c->runAsGroup.path = scPath + ".runAsGroup";
   ASSIGN_OR_RETURN(std::optional<Node> sc, objectMember(container, "securityContext", scPath, false));
   if (!sc) {
     return okStatus();
@@ -156,6 +157,7 @@ Status decodeSecurityContext(const Node& container, ContainerFacts* c) {
   RETURN_IF_ERROR(readBool(*sc, "allowPrivilegeEscalation", c->allowPrivilegeEscalation.path,
                            &c->allowPrivilegeEscalation.value));
   RETURN_IF_ERROR(readInt(*sc, "runAsUser", c->runAsUser.path, &c->runAsUser.value));
+  RETURN_IF_ERROR(readInt(*sc, "runAsGroup", c->runAsGroup.path, &c->runAsGroup.value));
   const std::string capsPath = scPath + ".capabilities";
   ASSIGN_OR_RETURN(std::optional<Node> caps, objectMember(*sc, "capabilities", capsPath, false));
   if (!caps) {
@@ -178,6 +180,23 @@ Status decodeSecurityContext(const Node& container, ContainerFacts* c) {
 }
 
 template <class Node>
+Status readStringList(const Node& obj, std::string_view key, const std::string& path,
+                      std::vector<std::string>* out) {
+  ASSIGN_OR_RETURN(std::optional<Node> list, listMember(obj, key, path));
+  if (!list) {
+    return okStatus();
+  }
+  for (size_t i = 0; i < list->size(); ++i) {
+    Node item = list->at(i);
+    if (!item.isString()) {
+      return invalidError(indexed(path, i) + ": must be a string");
+    }
+    out->push_back(item.string());
+  }
+  return okStatus();
+}
+
+template <class Node>
 StatusOr<ContainerFacts> decodeContainer(const Node& j, ContainerFacts::Kind kind,
                                          std::string path) {
   ContainerFacts c;
@@ -188,6 +207,9 @@ StatusOr<ContainerFacts> decodeContainer(const Node& j, ContainerFacts::Kind kin
   }
   RETURN_IF_ERROR(readString(j, "name", c.path + ".name", &c.name));
   RETURN_IF_ERROR(readString(j, "image", c.path + ".image", &c.image));
+  RETURN_IF_ERROR(readStringList(j, "command", c.path + ".command", &c.command));
+  RETURN_IF_ERROR(readStringList(j, "args", c.path + ".args", &c.args));
+  RETURN_IF_ERROR(readString(j, "restartPolicy", c.path + ".restartPolicy", &c.restartPolicy));
   const std::string portsPath = c.path + ".ports";
   ASSIGN_OR_RETURN(std::optional<Node> ports, listMember(j, "ports", portsPath));
   if (ports) {
@@ -270,9 +292,11 @@ StatusOr<PodFacts> decode(const Node& object) {
   RETURN_IF_ERROR(readBoolField(*spec, "hostIPC", specPath, &f.hostIPC));
   const std::string scPath = specPath + ".securityContext";
   f.runAsUser.path = scPath + ".runAsUser";
+  f.runAsGroup.path = scPath + ".runAsGroup";
   ASSIGN_OR_RETURN(std::optional<Node> sc, objectMember(*spec, "securityContext", scPath, false));
   if (sc) {
     RETURN_IF_ERROR(readInt(*sc, "runAsUser", f.runAsUser.path, &f.runAsUser.value));
+    RETURN_IF_ERROR(readInt(*sc, "runAsGroup", f.runAsGroup.path, &f.runAsGroup.value));
   }
   using Kind = ContainerFacts::Kind;
   RETURN_IF_ERROR(decodeContainers(*spec, specPath, "containers", Kind::kRegular, &f.containers));

@@ -8,6 +8,10 @@ namespace {
 
 constexpr std::string_view kInjectKey = "sidecar.istio.io/inject";
 constexpr std::string_view kTrafficPrefix = "traffic.sidecar.istio.io/";
+constexpr std::string_view kInterceptionModeKey = "sidecar.istio.io/interceptionMode";
+// Ambient opt-outs: a pod labelled out of ambient, or one whose inbound traffic skips ztunnel.
+constexpr std::string_view kAmbientOptOutValue = "none";
+constexpr std::string_view kBypassInboundKey = "ambient.istio.io/bypass-inbound-capture";
 constexpr size_t kMaxShownValue = 64;
 
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
@@ -100,16 +104,17 @@ bool injectOptOut(std::string_view value) {
   return !(v.empty() || v == "y" || v == "yes" || v == "true" || v == "on");
 }
 
-// Does this traffic.sidecar.istio.io/ annotation take traffic around the proxy?
-// exclude* (inbound/outbound ports, IP ranges, interfaces) and includeOutboundIPRanges as in
-// SPEC 3.1; includeInboundPorts too unless it is "*", Istio's default of capturing every port.
-bool trafficOptOut(std::string_view key, std::string_view value) {
-  if (!key.starts_with(kTrafficPrefix)) {
-    return false;
+// Does this annotation take the pod's traffic around its sidecar? See trafficAnnotationBypasses
+// for the traffic.sidecar.istio.io/ ones; an interception mode other than REDIRECT or TPROXY
+// (NONE) leaves traffic uncaptured.
+bool sidecarAnnotationBypasses(std::string_view key, std::string_view value) {
+  if (key.starts_with(kTrafficPrefix)) {
+    return trafficAnnotationBypasses(key.substr(kTrafficPrefix.size()), value);
   }
-  std::string_view name = key.substr(kTrafficPrefix.size());
-  return name.starts_with("exclude") || name == "includeOutboundIPRanges" ||
-         (name == "includeInboundPorts" && value != "*");
+  if (key == kInterceptionModeKey) {
+    return value != "REDIRECT" && value != "TPROXY";
+  }
+  return key == kInjectKey && injectOptOut(value);
 }
 
 const ContainerFacts* containerAt(const PodFacts& pod, std::string_view path) {
@@ -152,6 +157,10 @@ std::string_view keyOf(std::string_view path, std::string_view mapPath) {
   return path.substr(mapPath.size() + 1, path.size() - mapPath.size() - 2);
 }
 
+std::string optOutKind(std::string_view key) {
+  return key == kDataplaneModeLabel || key == kBypassInboundKey ? "ambient" : "sidecar";
+}
+
 // How to fix `v`, without the common " or request a SegmentationException".
 std::string fixHint(const PodFacts& pod, const Violation& v) {
   const std::string_view rule = v.rule;
@@ -192,20 +201,37 @@ std::string fixHint(const PodFacts& pod, const Violation& v) {
   }
   if (rule == kRequireSidecar) {
     if (std::string_view key = keyOf(v.path, pod.labels.path); !key.empty()) {
-      return "remove the sidecar opt-out label " + std::string(key);
+      return "remove the " + optOutKind(key) + " opt-out label " + std::string(key);
     }
     if (std::string_view key = keyOf(v.path, pod.annotations.path); !key.empty()) {
-      return "remove the sidecar opt-out annotation " + std::string(key);
+      return "remove the " + optOutKind(key) + " opt-out annotation " + std::string(key);
     }
-    std::string who =
-        v.path == pod.runAsUser.path ? std::string("the pod") : describeContainerAt(pod, v.path);
-    return "run " + who + " as a user other than " + std::to_string(kIstioProxyUid) +
+    const bool podLevel = v.path == pod.runAsUser.path || v.path == pod.runAsGroup.path;
+    const bool group = v.path.ends_with(".runAsGroup");
+    std::string who = podLevel ? std::string("the pod") : describeContainerAt(pod, v.path);
+    return "run " + who + " as a " + (group ? "group" : "user") + " other than " +
+           std::to_string(group ? kIstioProxyGid : kIstioProxyUid) +
            " (reserved for the Istio proxy)";
   }
   if (rule == kRequireSegmentedNamespace) {
     return "wait for the namespace to be segmented and retry";
   }
   return "fix it";
+}
+
+// The note for a violation by `c`: set when `c` takes the name of one of the injector's
+// containers without being it.
+std::string mismatchNote(const ContainerFacts& c, const MeshContainer& mesh) {
+  if (mesh.mismatch.empty()) {
+    return "";
+  }
+  return describe(c) + " is not the one Istio's injector adds: " + mesh.mismatch;
+}
+
+// The fix shown for `v`: its note first, when it has one.
+std::string fixFor(const PodFacts& pod, const Violation& v) {
+  std::string fix = fixHint(pod, v);
+  return v.note.empty() ? fix : v.note + "; " + fix;
 }
 
 std::string subject(const PodFacts& pod) {
@@ -227,6 +253,27 @@ std::string normalizeCapability(std::string_view name) {
   return out;
 }
 
+bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationPolicy& policy) {
+  auto read = [&](const Labels& labels, bool isLabels) {
+    Labels out;
+    for (const auto& [k, v] : labels) {
+      bool ruleReads = k.starts_with("sidecar.istio.io/") ||
+                       k.starts_with(kTrafficPrefix) || k.starts_with("ambient.istio.io/") ||
+                       k.starts_with("proxy.istio.io/") || k.starts_with("istio.io/");
+      if (isLabels) {
+        const auto& req = policy.podRules.requiredLabels;
+        ruleReads |= std::find(req.begin(), req.end(), k) != req.end();
+      }
+      if (ruleReads) {
+        out.emplace(k, v);
+      }
+    }
+    return out;
+  };
+  return read(a.labels.value, true) == read(b.labels.value, true) &&
+         read(a.annotations.value, false) == read(b.annotations.value, false);
+}
+
 std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy& policy,
                                    const PodContext& context) {
   const PodRules& rules = policy.podRules;
@@ -245,7 +292,11 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
     return Violation{std::string(rule), f.path, f.path + "=true"};
   };
 
-  if (applies(kRequiredLabels, !rules.requiredLabels.empty())) {
+  // istiod's own waypoints carry its labels, not a tenant's identity labels, and opt out of
+  // sidecars and ambient capture because they are the mesh's proxy.
+  const bool waypoint = isWaypointPod(pod, policy.mesh);
+
+  if (applies(kRequiredLabels, !rules.requiredLabels.empty()) && !waypoint) {
     std::vector<Violation> found;
     std::set<std::string> seen;
     for (const auto& key : rules.requiredLabels) {
@@ -307,42 +358,69 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
     const bool anyForbidden = forbidden.contains("ALL");
     std::vector<Violation> found;
     for (const auto& c : pod.containers) {
+      const MeshContainer mesh = meshContainer(c, policy.mesh);
       for (const auto& added : c.addedCapabilities) {
         std::string cap = normalizeCapability(added.value);
+        // istio-init sets up the pod's iptables redirection: that takes these two, no more.
+        if (mesh.role == MeshRole::kInit && (cap == "NET_ADMIN" || cap == "NET_RAW")) {
+          continue;
+        }
         if (anyForbidden || cap == "ALL" || forbidden.contains(cap)) {
           found.push_back({std::string(kForbiddenCapabilities), added.path,
-                           added.path + "=" + displayValue(added.value)});
+                           added.path + "=" + displayValue(added.value),
+                           mismatchNote(c, mesh)});
         }
       }
     }
     emit(std::move(found));
   }
 
-  if (applies(kRequireSidecar, rules.requireSidecar) && context.mtlsStrict) {
+  if (applies(kRequireSidecar, rules.requireSidecar) && context.mtlsStrict && !waypoint) {
     std::vector<Violation> found;
     auto optOut = [&](const Field<Labels>& map, std::string_view key, std::string_view value) {
       std::string path = keyPath(map.path, key);
       found.push_back({std::string(kRequireSidecar), path, path + "=" + displayValue(value)});
     };
-    if (auto it = pod.labels.value.find(std::string(kInjectKey));
-        it != pod.labels.value.end() && injectOptOut(it->second)) {
-      optOut(pod.labels, it->first, it->second);
-    }
-    for (const auto& [key, value] : pod.annotations.value) {
-      if ((key == kInjectKey && injectOptOut(value)) || trafficOptOut(key, value)) {
-        optOut(pod.annotations, key, value);
-      }
-    }
-    auto proxyUid = [&](const Field<std::optional<int64_t>>& uid) {
-      if (uid.value == kIstioProxyUid) {
-        found.push_back({std::string(kRequireSidecar), uid.path,
-                         uid.path + "=" + std::to_string(kIstioProxyUid)});
-      }
-    };
-    proxyUid(pod.runAsUser);
+    bool hasProxy = false;
     for (const auto& c : pod.containers) {
-      if (c.name != kIstioProxyContainer || c.kind == ContainerFacts::Kind::kEphemeral) {
-        proxyUid(c.runAsUser);
+      hasProxy |= meshContainer(c, policy.mesh).role == MeshRole::kProxy;
+    }
+    if (context.ambient && !hasProxy) {
+      // In ambient mode ztunnel captures the pod's traffic from outside it: the opt-outs are a
+      // pod labelled out of ambient and inbound capture bypassed.
+      if (auto it = pod.labels.value.find(kDataplaneModeLabel);
+          it != pod.labels.value.end() && it->second == kAmbientOptOutValue) {
+        optOut(pod.labels, it->first, it->second);
+      }
+      if (auto it = pod.annotations.value.find(std::string(kBypassInboundKey));
+          it != pod.annotations.value.end() && lower(it->second) == "true") {
+        optOut(pod.annotations, it->first, it->second);
+      }
+    } else {
+      if (auto it = pod.labels.value.find(std::string(kInjectKey));
+          it != pod.labels.value.end() && injectOptOut(it->second)) {
+        optOut(pod.labels, it->first, it->second);
+      }
+      for (const auto& [key, value] : pod.annotations.value) {
+        if (sidecarAnnotationBypasses(key, value)) {
+          optOut(pod.annotations, key, value);
+        }
+      }
+      auto proxyId = [&](const Field<std::optional<int64_t>>& id, int64_t reserved,
+                         std::string note) {
+        if (id.value == reserved) {
+          found.push_back({std::string(kRequireSidecar), id.path,
+                           id.path + "=" + std::to_string(reserved), std::move(note)});
+        }
+      };
+      proxyId(pod.runAsUser, kIstioProxyUid, "");
+      proxyId(pod.runAsGroup, kIstioProxyGid, "");
+      for (const auto& c : pod.containers) {
+        const MeshContainer mesh = meshContainer(c, policy.mesh);
+        if (mesh.role != MeshRole::kProxy && mesh.role != MeshRole::kValidation) {
+          proxyId(c.runAsUser, kIstioProxyUid, mismatchNote(c, mesh));
+          proxyId(c.runAsGroup, kIstioProxyGid, mismatchNote(c, mesh));
+        }
       }
     }
     emit(std::move(found));
@@ -360,7 +438,7 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
 std::string denialMessage(const PodFacts& pod, const Violation& violation,
                           const std::string& policyName) {
   return subject(pod) + " violates " + violation.rule + " (" + violation.detail +
-         ") of SegmentationPolicy \"" + policyName + "\"; " + fixHint(pod, violation) +
+         ") of SegmentationPolicy \"" + policyName + "\"; " + fixFor(pod, violation) +
          " or request a SegmentationException";
 }
 
@@ -377,7 +455,7 @@ std::string denialMessage(const PodFacts& pod, const std::vector<Violation>& vio
   size_t shown = std::min(violations.size(), kMaxListedViolations);
   for (size_t i = 0; i < shown; ++i) {
     const Violation& v = violations[i];
-    out += v.rule + " (" + v.detail + "): " + fixHint(pod, v) + "; ";
+    out += v.rule + " (" + v.detail + "): " + fixFor(pod, v) + "; ";
   }
   if (shown < violations.size()) {
     out += "and " + std::to_string(violations.size() - shown) + " more; ";

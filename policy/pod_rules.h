@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "policy/mesh.h"
 #include "policy/pod_facts.h"
 #include "policy/segmentation_policy.h"
 
@@ -29,18 +30,15 @@ inline constexpr std::array<std::string_view, 8> kPodRuleNames = {
     kRequiredLabels,   kForbidHostNetwork,     kForbidHostPorts, kForbidHostPIDIPC,
     kForbidPrivileged, kForbiddenCapabilities, kRequireSidecar,  kRequireSegmentedNamespace};
 
-// The user the Istio proxy runs as; traffic from it bypasses the proxy's iptables redirection.
-inline constexpr int64_t kIstioProxyUid = 1337;
-// The only container allowed to run as kIstioProxyUid (a regular container, or an init container
-// when Istio uses native sidecars).
-inline constexpr std::string_view kIstioProxyContainer = "istio-proxy";
-
 // What the rules need to know beyond the pod and the policy. A default-constructed context
 // applies every rule (fails closed); the webhook sets each field from its informer caches.
 struct PodContext {
   // The namespace's mTLS is STRICT: the policy's mtls.mode is STRICT and the mesh is available.
   // requireSidecar only applies then.
   bool mtlsStrict = true;
+  // The namespace is in Istio's ambient mode: pods without an injected sidecar are held to the
+  // ambient opt-outs instead of the sidecar ones.
+  bool ambient = false;
   // The namespace's bulkhead-default-deny NetworkPolicy exists (requireSegmentedNamespace).
   bool defaultDenyExists = false;
   // Rule names exempted for this pod by active SegmentationExceptions.
@@ -55,8 +53,15 @@ struct Violation {
   // requireSegmentedNamespace (path "metadata.namespace") "no NetworkPolicy
   // bulkhead-default-deny in namespace \"shop\" yet".
   std::string detail;
+  // Why an allowance did not apply, shown before the fix: a container that takes the name of
+  // one of the injector's but is not it says which part did not match.
+  std::string note = {};
   bool operator==(const Violation&) const = default;
 };
+
+// Do `a` and `b` agree on every label and annotation the rules of `policy` read (the required
+// labels, and the mesh's sidecar, traffic, ambient and proxy keys)?
+bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationPolicy& policy);
 
 // The capability name as the container runtime reads it: upper-case, without "CAP_".
 std::string normalizeCapability(std::string_view name);

@@ -36,6 +36,66 @@ json portsJson(const std::vector<Port>& ports) {
 
 void appendEndpoints(const json& slice, std::vector<ApiEndpoint>& out);
 
+const Port kHbone{kHbonePort, "TCP"};
+
+// What a namespace in Istio's ambient mode needs besides the default deny, following Istio's
+// "Ambient and Kubernetes NetworkPolicy" (istio.io/latest/docs/ambient/usage/networkpolicy/) and
+// its waypoint and L4 authorization docs (istio.io/latest/docs/ambient/usage/waypoint/,
+// .../usage/l4-policy/):
+//  - NetworkPolicy is enforced outside the pod, where ambient traffic between pods is HBONE to
+//    port 15008: every generated allow with ports also allows 15008 (in desiredObjects).
+//  - kubelet probes reach ambient pods SNATed to 169.254.7.127 by the node's ztunnel
+//    redirection; that source is only ever the local kubelet, so it may reach every port.
+//  - Traffic to a service with a waypoint goes client -> waypoint:15008 -> server:15008. Inside
+//    the namespace, pods may reach its waypoints on 15008 and the waypoints may reach pods on
+//    15008 (bulkhead-allow-ambient, bulkhead-allow-waypoint).
+//  - With authorization.defaultDeny, the allow-nothing policy is enforced by ztunnel at each
+//    pod, where a request that went through a waypoint arrives with the waypoint's identity. So
+//    the pods allow the namespace's waypoints' identities (bulkhead-allow-waypoints), and the
+//    default deny moves to the waypoints themselves: an allow-nothing bound to them with
+//    targetRefs (bulkhead-waypoint-allow-nothing). Traffic through a waypoint then still works,
+//    and is still denied until an ALLOW policy bound to the waypoint opens it.
+void ambientObjects(const SegmentationPolicy& p, const std::string& ns,
+                    const ClusterFacts& facts, const json& policyTypes, std::vector<json>& out) {
+  const json waypoints = {{"podSelector", {{"matchLabels", {{kWaypointLabel, kWaypointLabelValue}}}}}};
+  const json samePods = {{"podSelector", json::object()}};
+  const json hbone = portsJson({kHbone});
+  if (!policyTypes.empty()) {
+    json workloads = {{"podSelector", json::object()}, {"policyTypes", policyTypes}};
+    json waypoint = {{"podSelector", waypoints["podSelector"]}, {"policyTypes", policyTypes}};
+    if (p.network.denyIngress) {
+      workloads["ingress"] = {{{"from", {{{"ipBlock", {{"cidr", kAmbientProbeSource}}}}}}},
+                              {{"from", {waypoints}}, {"ports", hbone}}};
+      waypoint["ingress"] = {{{"from", {samePods}}, {"ports", hbone}}};
+    }
+    if (p.network.denyEgress) {
+      workloads["egress"] = {{{"to", {waypoints}}, {"ports", hbone}}};
+      waypoint["egress"] = {{{"to", {samePods}}, {"ports", hbone}}};
+    }
+    out.push_back(networkPolicy("bulkhead-allow-ambient", ns, p, std::move(workloads)));
+    out.push_back(networkPolicy("bulkhead-allow-waypoint", ns, p, std::move(waypoint)));
+  }
+  if (facts.meshAvailable && p.authorizationDefaultDeny && !p.mesh.waypoints.empty()) {
+    json principals = json::array();
+    json targetRefs = json::array();
+    for (const auto& w : p.mesh.waypoints) {
+      principals.push_back(std::string(kTrustDomain) + "/ns/" + ns + "/sa/" + w);
+      targetRefs.push_back(
+          {{"group", "gateway.networking.k8s.io"}, {"kind", "Gateway"}, {"name", w}});
+    }
+    out.push_back({{"apiVersion", "security.istio.io/v1"},
+                   {"kind", "AuthorizationPolicy"},
+                   {"metadata", metadataFor("bulkhead-allow-waypoints", ns, p)},
+                   {"spec",
+                    {{"action", "ALLOW"},
+                     {"rules", {{{"from", {{{"source", {{"principals", principals}}}}}}}}}}}});
+    out.push_back({{"apiVersion", "security.istio.io/v1"},
+                   {"kind", "AuthorizationPolicy"},
+                   {"metadata", metadataFor("bulkhead-waypoint-allow-nothing", ns, p)},
+                   {"spec", {{"targetRefs", targetRefs}}}});
+  }
+}
+
 }  // namespace
 
 bool selects(const SegmentationPolicy& policy, const NamespaceFacts& ns,
@@ -66,10 +126,12 @@ const SegmentationPolicy* governingPolicy(const std::vector<SegmentationPolicy>&
   return best;
 }
 
-std::vector<json> desiredObjects(const SegmentationPolicy& p, const std::string& ns,
+std::vector<json> desiredObjects(const SegmentationPolicy& p, const NamespaceFacts& nsFacts,
                                  const ClusterFacts& facts) {
   std::vector<json> out;
+  const std::string& ns = nsFacts.name;
   const NetworkSettings& net = p.network;
+  const bool ambient = p.ambient(nsFacts.labels);
   json policyTypes = json::array();
   if (net.denyIngress) {
     policyTypes.push_back("Ingress");
@@ -144,7 +206,11 @@ std::vector<json> desiredObjects(const SegmentationPolicy& p, const std::string&
     }
     json rule = {{ingress ? "from" : "to", peers}};
     if (!a.ports.empty()) {
-      rule["ports"] = portsJson(a.ports);
+      std::vector<Port> ports = a.ports;
+      if (ambient && std::find(ports.begin(), ports.end(), kHbone) == ports.end()) {
+        ports.push_back(kHbone);  // the flow arrives tunnelled (see ambientObjects)
+      }
+      rule["ports"] = portsJson(ports);
     }
     out.push_back(networkPolicy("bulkhead-baseline-" + a.name, ns, p,
                                 {{"podSelector", a.podSelector.toJson()},
@@ -162,6 +228,9 @@ std::vector<json> desiredObjects(const SegmentationPolicy& p, const std::string&
                    {"kind", "AuthorizationPolicy"},
                    {"metadata", metadataFor("bulkhead-allow-nothing", ns, p)},
                    {"spec", json::object()}});
+  }
+  if (ambient) {
+    ambientObjects(p, ns, facts, policyTypes, out);
   }
   return out;
 }

@@ -41,9 +41,22 @@ const SegmentationPolicy* governingPolicy(const std::vector<SegmentationPolicy>&
                                           const std::string& installNamespace);
 
 // The objects `policy` wants in namespace `ns`, complete (apiVersion, kind, metadata with labels,
-// spec), in a fixed order. Deterministic: the same inputs give byte-identical output.
-std::vector<nlohmann::json> desiredObjects(const SegmentationPolicy& policy, const std::string& ns,
-                                           const ClusterFacts& facts);
+// spec), in a fixed order. Deterministic: the same inputs give byte-identical output. The
+// namespace's labels say whether it is in Istio's ambient mode (SegmentationPolicy::ambient),
+// which adds the allows ambient needs.
+std::vector<nlohmann::json> desiredObjects(const SegmentationPolicy& policy,
+                                           const NamespaceFacts& ns, const ClusterFacts& facts);
+
+// The pods istiod runs as waypoints carry this label.
+inline constexpr const char* kWaypointLabel = "gateway.istio.io/managed";
+inline constexpr const char* kWaypointLabelValue = "istio.io-mesh-controller";
+// Istio's HBONE port: ambient traffic between pods is tunnelled to it (ztunnel and waypoints).
+inline constexpr int kHbonePort = 15008;
+// The source address of kubelet probes in ambient mode: ztunnel's node-side redirection SNATs
+// them to this link-local address so that they can be told from other traffic.
+inline constexpr const char* kAmbientProbeSource = "169.254.7.127/32";
+// The mesh's trust domain in the Istio principals Bulkhead writes (Istio's default).
+inline constexpr const char* kTrustDomain = "cluster.local";
 
 // Does an object read from the API server already carry everything `desired` says (its labels
 // and exactly its spec)? If so, applying `desired` again would change nothing.

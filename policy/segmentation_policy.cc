@@ -3,6 +3,7 @@
 #include <regex>
 
 #include "common/flags.h"
+#include "policy/mesh.h"
 
 namespace bulkhead::policy {
 namespace {
@@ -144,6 +145,18 @@ std::string_view mtlsModeName(MtlsMode mode) {
   std::abort();
 }
 
+bool SegmentationPolicy::ambient(const Labels& namespaceLabels) const {
+  switch (mesh.dataplaneMode) {
+    case DataplaneMode::kSidecar: return false;
+    case DataplaneMode::kAmbient: return true;
+    case DataplaneMode::kFromNamespace: {
+      auto it = namespaceLabels.find(kDataplaneModeLabel);
+      return it != namespaceLabels.end() && it->second == "ambient";
+    }
+  }
+  std::abort();
+}
+
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const json& object) {
   // The object comes from the API server or a user; a field of an unexpected JSON type makes
   // nlohmann throw, which must end as an Invalid error here, never cross this function.
@@ -238,6 +251,24 @@ StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& objec
   }
   RETURN_IF_ERROR(optionalField(objectOrEmpty(spec, "authorization"), "defaultDeny",
                                 "spec.authorization", &p.authorizationDefaultDeny));
+
+  const json& mesh = objectOrEmpty(spec, "mesh");
+  std::string dataplane = mesh.value("dataplaneMode", "FromNamespace");
+  if (dataplane == "FromNamespace") {
+    p.mesh.dataplaneMode = DataplaneMode::kFromNamespace;
+  } else if (dataplane == "Sidecar") {
+    p.mesh.dataplaneMode = DataplaneMode::kSidecar;
+  } else if (dataplane == "Ambient") {
+    p.mesh.dataplaneMode = DataplaneMode::kAmbient;
+  } else {
+    return invalidError("spec.mesh.dataplaneMode: \"" + dataplane +
+                        "\" is not FromNamespace, Sidecar or Ambient");
+  }
+  RETURN_IF_ERROR(optionalField(mesh, "proxyImages", "spec.mesh", &p.mesh.proxyImages));
+  for (auto& image : p.mesh.proxyImages) {
+    image = imageRepository(image);  // compared as containers' images are: "istio/x" is docker.io's
+  }
+  RETURN_IF_ERROR(optionalField(mesh, "waypoints", "spec.mesh", &p.mesh.waypoints));
 
   const json& rules = objectOrEmpty(spec, "podRules");
   const std::string rp = "spec.podRules";

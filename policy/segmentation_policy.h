@@ -24,6 +24,12 @@ inline constexpr const char* kFinalizer = "bulkhead.dev/cleanup";
 enum class Mode { kEnforce, kWarn, kAudit };
 enum class MtlsMode { kStrict, kPermissive, kDisable, kUnmanaged };
 enum class Direction { kIngress, kEgress };
+// How a namespace's pods join the mesh: Istio sidecars, or ambient mode (ztunnel and waypoints).
+// kFromNamespace follows the namespace's istio.io/dataplane-mode label, as Istio does.
+enum class DataplaneMode { kFromNamespace, kSidecar, kAmbient };
+
+// The namespace label with which Istio puts a namespace (or, on a pod, a pod) in ambient mode.
+inline constexpr const char* kDataplaneModeLabel = "istio.io/dataplane-mode";
 
 struct Port {
   int port = 0;
@@ -69,6 +75,20 @@ struct PodRules {
   bool operator==(const PodRules&) const = default;
 };
 
+// Istio's official proxy image repositories: the injector's default hubs with image proxyv2.
+inline const std::vector<std::string> kDefaultProxyImages = {
+    "docker.io/istio/proxyv2", "gcr.io/istio-release/proxyv2"};
+
+struct MeshSettings {
+  DataplaneMode dataplaneMode = DataplaneMode::kFromNamespace;
+  // Image repositories (no tag or digest) whose containers may be the injector's istio-proxy,
+  // istio-init and istio-validation, and istiod's waypoints.
+  std::vector<std::string> proxyImages = kDefaultProxyImages;
+  // The waypoint Gateways of each ambient namespace (their ServiceAccounts have the same name).
+  std::vector<std::string> waypoints{"waypoint"};
+  bool operator==(const MeshSettings&) const = default;
+};
+
 struct ExceptionSettings {
   std::chrono::seconds maxDuration{168 * 3600};
   std::vector<std::string> approverGroups;
@@ -90,10 +110,13 @@ struct SegmentationPolicy {
   NetworkSettings network;
   MtlsMode mtls = MtlsMode::kStrict;
   bool authorizationDefaultDeny = false;
+  MeshSettings mesh;
   PodRules podRules;
   ExceptionSettings exceptions;
 
   bool mtlsManaged() const { return mtls != MtlsMode::kUnmanaged; }
+  // Is a namespace with these labels in ambient mode under this policy?
+  bool ambient(const Labels& namespaceLabels) const;
 };
 
 // Decodes a SegmentationPolicy object as read from the API server. Fields the API server would

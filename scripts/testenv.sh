@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The real Kubernetes control plane for Bulkhead's tests (see ../shared/TESTENV.md).
 #
-#   testenv.sh build        build kube-apiserver, kubectl, etcd and helm from Go modules into the
-#                           cache and extract the Istio, cert-manager and ServiceMonitor CRDs; a
-#                           no-op when they are there already
+#   testenv.sh build        build kube-apiserver, kubectl, kube-controller-manager, etcd and helm
+#                           from Go modules into the cache and extract the Istio, cert-manager and
+#                           ServiceMonitor CRDs; a no-op when they are there already
 #   testenv.sh paths        print the directories and files the build provides (shell assignments)
 #   testenv.sh istio-crds   only fetch Istio's CRDs (for scripts/e2e-kind.sh); prints the file
 #   testenv.sh start DIR [--owner PID]
@@ -12,16 +12,27 @@
 #                           them when process PID exits, however it exits. DIR/env also names
 #                           CRDs for `kubectl apply -f`: TESTENV_ISTIO_CRDS (a file),
 #                           TESTENV_CERT_MANAGER_CRDS (a directory: Certificate and Issuer),
-#                           TESTENV_SERVICEMONITOR_CRD (a file)
+#                           TESTENV_SERVICEMONITOR_CRD (a file); and TESTENV_ISTIO_INJECT, Istio's
+#                           own sidecar injector as a command (tests/tools/istio-inject/main.go)
 #   testenv.sh stop DIR     stop exactly the processes started in DIR and remove DIR
 #   testenv.sh apiserver-stop DIR / apiserver-start DIR
 #                           stop or start only the kube-apiserver (same port, same etcd)
+#   testenv.sh kcm-start DIR [--controllers LIST]
+#                           opt-in: start kube-controller-manager against the control plane in
+#                           DIR, each controller as its own ServiceAccount; LIST is its
+#                           --controllers (default: namespace-controller,job-controller,
+#                           garbage-collector-controller). Returns when it is healthy and the
+#                           controllers have started. `stop DIR` and the watchdog stop it too
+#   testenv.sh kcm-stop DIR stop only the kube-controller-manager
 set -euo pipefail
 
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.20.2
 ISTIO_API_VERSION=v1.32.0
+# istio.io/istio (no semver tags: a pseudo-version) for tests/tools/istio-inject. The istio.io/api
+# it builds with is the one this version requires, checked in build_istio_inject.
+ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 CERT_MANAGER_VERSION=v1.19.1
 PROM_OPERATOR_VERSION=v0.85.0
 
@@ -31,6 +42,8 @@ ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
 HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
 ISTIO_DIR="$CACHE_ROOT/istio-api-$ISTIO_API_VERSION"
 ISTIO_CRDS="$ISTIO_DIR/customresourcedefinitions.gen.yaml"
+ISTIO_INJECT_DIR="$CACHE_ROOT/istio-inject-$ISTIO_VERSION"
+ISTIO_INJECT="$ISTIO_INJECT_DIR/istio-inject"
 CERT_MANAGER_CRDS="$CACHE_ROOT/cert-manager-crds-$CERT_MANAGER_VERSION"
 PROM_OPERATOR_DIR="$CACHE_ROOT/prometheus-operator-$PROM_OPERATOR_VERSION"
 SERVICEMONITOR_CRD="$PROM_OPERATOR_DIR/monitoring.coreos.com_servicemonitors.yaml"
@@ -47,12 +60,24 @@ die() { echo "testenv: error: $*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # build
 
-build_kubernetes() {
-  if [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$K8S_DIR/kubectl" ] &&
-     "$K8S_DIR/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
-    return 0
+K8S_COMMANDS="kube-apiserver kubectl kube-controller-manager"
+
+# Is $K8S_DIR/CMD there and of version $K8S_VERSION?
+k8s_binary_ok() {
+  local bin="$K8S_DIR/$1"
+  [ -x "$bin" ] || return 1
+  if [ "$1" = kubectl ]; then
+    "$bin" version --client 2>/dev/null | grep -qx "Client Version: $K8S_VERSION"
+  else
+    "$bin" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"
   fi
-  log "building kube-apiserver and kubectl $K8S_VERSION (several minutes when cold)"
+}
+
+build_kubernetes() {
+  local cmd missing=""
+  for cmd in $K8S_COMMANDS; do k8s_binary_ok "$cmd" || missing+=" $cmd"; done
+  [ -n "$missing" ] || return 0
+  log "building$missing $K8S_VERSION (several minutes when cold)"
   local work gomod
   work=$(mktemp -d); scratch+=("$work")
   gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
@@ -78,6 +103,7 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
@@ -88,7 +114,8 @@ GO
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   done
   mkdir -p "$K8S_DIR"
-  for cmd in kube-apiserver kubectl; do
+  # Only what is missing: the rest is there already, and the Go build cache has its packages.
+  for cmd in $missing; do
     (cd "$work" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
       -o "$K8S_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
     mv "$K8S_DIR/$cmd.tmp" "$K8S_DIR/$cmd"
@@ -178,6 +205,48 @@ fetch_servicemonitor_crd() {
     "$SERVICEMONITOR_CRD"
 }
 
+# tests/tools/istio-inject: Istio's own sidecar injector (and waypoint deployment controller) as
+# a command, built against istio.io/istio $ISTIO_VERSION in a throwaway wrapper module. Skipped
+# when the binary reports that version and the sha256 of the current main.go (stamped at build).
+build_istio_inject() {
+  local src hash
+  src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/tools/istio-inject/main.go"
+  [ -s "$src" ] || die "$src is missing"
+  hash=$(sha256sum "$src" | cut -d' ' -f1)
+  # (Output captured first: grep -q quitting early would SIGPIPE the writer, failing the pipe.)
+  local reported
+  if [ -x "$ISTIO_INJECT" ] && reported=$("$ISTIO_INJECT" --version 2>/dev/null) &&
+     grep -qx "istio.io/istio $ISTIO_VERSION" <<<"$reported" &&
+     grep -qx "source sha256:$hash" <<<"$reported"; then
+    return 0
+  fi
+  log "building istio-inject against istio.io/istio $ISTIO_VERSION (a few minutes when cold)"
+  local work gomod
+  work=$(mktemp -d); scratch+=("$work")
+  gomod=$(cd "$work" && go mod download -json "istio.io/istio@$ISTIO_VERSION" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module bulkhead.dev/testenv/istio-inject"
+    echo
+    grep -E '^go [0-9.]+$' "$gomod"
+    grep -E '^godebug ' "$gomod" || true
+    echo
+    echo "require istio.io/istio $ISTIO_VERSION"
+  } > "$work/go.mod"
+  cp "$src" "$work/main.go"
+  (cd "$work" && go mod tidy >/dev/null 2>&1 || (cd "$work" && go mod tidy))
+  # The istio.io/api that istio.io/istio was written against, not a newer one pulled in.
+  local want got
+  want=$(awk '$1 == "istio.io/api" {print $2; exit}' "$gomod")
+  got=$(cd "$work" && go list -m -f '{{.Version}}' istio.io/api)
+  [ "$want" = "$got" ] ||
+    die "istio.io/api resolved to $got; istio.io/istio $ISTIO_VERSION requires $want"
+  mkdir -p "$ISTIO_INJECT_DIR"
+  (cd "$work" && go build -trimpath -ldflags "-s -w -X main.sourceHash=$hash" \
+    -o "$ISTIO_INJECT.tmp" .)
+  mv "$ISTIO_INJECT.tmp" "$ISTIO_INJECT"
+}
+
 cmd_build() {
   command -v go >/dev/null || die "go is needed to build the test control plane"
   fetch_istio_crds
@@ -186,6 +255,7 @@ cmd_build() {
   build_etcd
   build_helm
   build_kubernetes
+  build_istio_inject
 }
 
 cmd_crds() {
@@ -199,6 +269,7 @@ cmd_paths() {
   echo "ISTIO_CRDS=$ISTIO_CRDS"
   echo "CERT_MANAGER_CRDS=$CERT_MANAGER_CRDS"
   echo "SERVICEMONITOR_CRD=$SERVICEMONITOR_CRD"
+  echo "ISTIO_INJECT=$ISTIO_INJECT"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +438,7 @@ export TESTENV_APISERVER_URL='$url'
 export TESTENV_ETCD_URL='http://127.0.0.1:$ETCD_PORT'
 export TESTENV_CA='$dir/pki/ca.crt'
 export TESTENV_ISTIO_CRDS='$ISTIO_CRDS'
+export TESTENV_ISTIO_INJECT='$ISTIO_INJECT'
 export TESTENV_CERT_MANAGER_CRDS='$CERT_MANAGER_CRDS'
 export TESTENV_SERVICEMONITOR_CRD='$SERVICEMONITOR_CRD'
 export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
@@ -383,9 +455,131 @@ start_watchdog() {
 
 stop_processes() {
   local dir=$1
+  [ -f "$dir/kube-controller-manager.pid" ] &&
+    stop_pid "$(cat "$dir/kube-controller-manager.pid")" "$dir"
   [ -f "$dir/kube-apiserver.pid" ] && stop_pid "$(cat "$dir/kube-apiserver.pid")" "$dir"
   [ -f "$dir/etcd.pid" ] && stop_pid "$(cat "$dir/etcd.pid")" "$dir"
   return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# kube-controller-manager (opt-in: kcm-start / kcm-stop)
+
+# The namespace controller (a deleted namespace's content goes, then the namespace), the Job
+# controller (a Job's pods, and removing their batch.kubernetes.io/job-tracking finalizer when a
+# pod ends or is deleted) and the garbage collector (ownerReferences: a deleted Job's pods go,
+# background or foreground).
+KCM_DEFAULT_CONTROLLERS=namespace-controller,job-controller,garbage-collector-controller
+
+# A client certificate for the user system:kube-controller-manager (bound by the API server's
+# bootstrap RBAC, as in a real cluster) and its kubeconfig, DIR/kcm.kubeconfig.
+kcm_credentials() {
+  local dir=$1 p=$1/pki
+  [ -s "$dir/kcm.kubeconfig" ] && return 0
+  (
+    cd "$p"
+    openssl ecparam -name prime256v1 -genkey -noout -out kcm.key 2>/dev/null
+    openssl req -new -key kcm.key -subj "/CN=system:kube-controller-manager" -out kcm.csr \
+      2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > kcm.ext
+    openssl x509 -req -in kcm.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile kcm.ext -out kcm.crt 2>/dev/null
+    rm -f kcm.csr kcm.ext ./*.srl
+  )
+  # shellcheck disable=SC1091
+  source "$dir/ports"
+  cat > "$dir/kcm.kubeconfig.tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $p/ca.crt
+users:
+- name: kube-controller-manager
+  user:
+    client-certificate: $p/kcm.crt
+    client-key: $p/kcm.key
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: kube-controller-manager}
+current-context: testenv
+KC
+  mv "$dir/kcm.kubeconfig.tmp" "$dir/kcm.kubeconfig"
+}
+
+# Start kube-controller-manager on a free loopback port and wait until it has started its
+# controllers: it adds one health check per started controller to /healthz, all at once after
+# starting them, so /healthz?verbose passing with "[+]NAME ok" lines means they run.
+kcm_start_once() {
+  local dir=$1 controllers=$2 port pid i
+  port=$(free_port)
+  # No --authentication/--authorization-kubeconfig: nothing calls kcm but the health probe
+  # (/healthz is always allowed), and the API server has no request-header CA for it to read.
+  "$K8S_DIR/kube-controller-manager" \
+    --kubeconfig "$dir/kcm.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$port" --cert-dir "$dir/kcm-certs" \
+    --controllers "$controllers" --use-service-account-credentials=true --leader-elect=false \
+    --service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$dir/pki/ca.crt" \
+    >>"$dir/kube-controller-manager.log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$dir/kube-controller-manager.pid"
+  echo "$port" > "$dir/kube-controller-manager.port"
+  for i in $(seq 1 600); do
+    if kcm_controllers_started "$port" "$controllers"; then
+      return 0
+    fi
+    ours "$pid" "$dir" || break
+    sleep 0.1
+  done
+  tail -n 30 "$dir/kube-controller-manager.log" >&2
+  stop_pid "$pid" "$dir"
+  rm -f "$dir/kube-controller-manager.pid" "$dir/kube-controller-manager.port"
+  return 1
+}
+
+# Does kcm on PORT pass /healthz with its controllers' checks in? Every entry of LIST given by
+# its canonical name (namespace-controller) must have a check; aliases (namespace), "*" and
+# "-name" entries are not checked one by one.
+kcm_controllers_started() {
+  local port=$1 health c
+  health=$(curl -kfsS --max-time 2 "https://127.0.0.1:$port/healthz?verbose" 2>/dev/null) ||
+    return 1
+  grep -qE '^\[\+\][a-z0-9-]+-controller ok$' <<<"$health" || return 1
+  for c in ${2//,/ }; do
+    case "$c" in *-controller) grep -qxF "[+]$c ok" <<<"$health" || return 1 ;; esac
+  done
+}
+
+cmd_kcm_start() {
+  local dir=${1:?usage: testenv.sh kcm-start DIR [--controllers LIST]}
+  [ -f "$dir/env" ] || die "$dir holds no control plane (testenv.sh start DIR)"
+  dir=$(cd "$dir" && pwd)
+  local controllers=$KCM_DEFAULT_CONTROLLERS
+  if [ "${2:-}" = "--controllers" ]; then
+    controllers=${3:?--controllers needs a list}
+  fi
+  [ -x "$K8S_DIR/kube-controller-manager" ] || die "run 'testenv.sh build' first"
+  if [ -f "$dir/kube-controller-manager.pid" ] &&
+     ours "$(cat "$dir/kube-controller-manager.pid")" "$dir"; then
+    die "kube-controller-manager already runs for $dir"
+  fi
+  kcm_credentials "$dir"
+  local attempt
+  for attempt in 1 2 3; do
+    kcm_start_once "$dir" "$controllers" && return 0
+    log "kube-controller-manager start attempt $attempt failed"
+  done
+  die "could not start kube-controller-manager (log: $dir/kube-controller-manager.log)"
+}
+
+cmd_kcm_stop() {
+  local dir=${1:?usage: testenv.sh kcm-stop DIR}
+  dir=$(cd "$dir" && pwd)
+  [ -f "$dir/kube-controller-manager.pid" ] || return 0
+  stop_pid "$(cat "$dir/kube-controller-manager.pid")" "$dir"
+  rm -f "$dir/kube-controller-manager.pid" "$dir/kube-controller-manager.port"
 }
 
 cmd_stop() {
@@ -404,5 +598,7 @@ case "${1:-}" in
   stop) shift; cmd_stop "$@" ;;
   apiserver-stop) stop_pid "$(cat "${2:?DIR}/kube-apiserver.pid")" "$(cd "$2" && pwd)" ;;
   apiserver-start) apiserver_start "$(cd "${2:?DIR}" && pwd)" ;;
+  kcm-start) shift; cmd_kcm_start "$@" ;;
+  kcm-stop) shift; cmd_kcm_stop "$@" ;;
   *) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 2 ;;
 esac

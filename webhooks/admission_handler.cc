@@ -174,14 +174,31 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
     }
     const bool segmented =
         networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
-    policy::PodReview review{&*facts, gov, mesh, segmented, &exceptions, clock_->now()};
+    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
+    const policy::Labels nsLabels = nsObj ? policy::labelsOf(*nsObj) : policy::Labels();
+    policy::PodReview review;
+    review.pod = &*facts;
+    review.governing = gov;
+    review.namespaceLabels = &nsLabels;
+    review.meshAvailable = mesh;
+    review.defaultDenyExists = segmented;
+    review.exceptions = &exceptions;
+    review.now = clock_->now();
+    if (req.operation == "UPDATE" && req.oldPod.has_value() && req.oldPod->ok()) {
+      review.oldPod = &**req.oldPod;  // an unreadable old object: judged in full
+      review.podSpecChanged = req.podSpecChanged;
+    }
     return policy::decidePod(review);
   }
   if (kGeneratedKinds.contains(resource) &&
       (req.operation == "UPDATE" || req.operation == "DELETE")) {
+    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
+    const bool terminating = nsObj != nullptr && nsObj->contains("metadata") &&
+                             (*nsObj)["metadata"].contains("deletionTimestamp") &&
+                             !(*nsObj)["metadata"]["deletionTimestamp"].is_null();
     return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name,
                                                policy::labelsOf(req.oldObject), req.user.username,
-                                               options_.controllerUsername);
+                                               options_.controllerUsername, terminating);
   }
   if (resource == "namespaces" && req.operation == "UPDATE") {
     return policy::decideNamespaceLabels(req.name, policy::labelsOf(req.oldObject),

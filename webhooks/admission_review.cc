@@ -93,6 +93,7 @@ class SimdNode {
   json toNlohmann() const {
     return json::parse(simdjson::minify(e_), nullptr, /*allow_exceptions=*/false);
   }
+  std::string minified() const { return simdjson::minify(e_); }
 
  private:
   simdjson::dom::element e_;
@@ -101,6 +102,29 @@ class SimdNode {
 std::string stringMember(const SimdNode& obj, std::string_view key) {
   auto m = obj.member(key);
   return m && m->isString() ? m->string() : "";
+}
+
+// The pod spec of a Pod, or the pod template spec of a workload, serialized as it came; nullopt
+// when the object has none.
+std::optional<std::string> podSpecText(const SimdNode& object) {
+  std::optional<std::string_view> templatePath = policy::podTemplatePath(stringMember(object, "kind"));
+  if (!templatePath.has_value()) {
+    return std::nullopt;
+  }
+  std::string path = templatePath->empty() ? "spec" : std::string(*templatePath) + ".spec";
+  std::optional<SimdNode> node = object;
+  for (size_t start = 0; start <= path.size();) {
+    size_t dot = std::min(path.find('.', start), path.size());
+    if (!node->isObject()) {
+      return std::nullopt;
+    }
+    node = node->member(std::string_view(path).substr(start, dot - start));
+    if (!node) {
+      return std::nullopt;
+    }
+    start = dot + 1;
+  }
+  return node->minified();
 }
 
 }  // namespace
@@ -170,6 +194,11 @@ StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {
   std::optional<SimdNode> object = req->member("object");
   if (isPodLike(out.resource, out.subResource) && object) {
     out.pod = policy::podfacts::decode(*object);
+    if (auto old = req->member("oldObject")) {
+      out.oldPod = policy::podfacts::decode(*old);
+      std::optional<std::string> was = podSpecText(*old);
+      out.podSpecChanged = !was.has_value() || was != podSpecText(*object);
+    }
     return out;
   }
   if (object) {

@@ -25,6 +25,10 @@ struct AdmissionRequest {
   // straight from the body on the hot path (an Invalid status for a malformed object). For other
   // resources: object and oldObject as DOMs.
   std::optional<StatusOr<policy::PodFacts>> pod;
+  // UPDATE of a pod or workload: the facts of oldObject, and whether the pod spec (a workload's
+  // pod template spec) differs between the two, compared as the API server serialized them.
+  std::optional<StatusOr<policy::PodFacts>> oldPod;
+  bool podSpecChanged = true;
   nlohmann::json object;     // null when absent (DELETE) or when `pod` is set
   nlohmann::json oldObject;  // null when absent (CREATE) or when `pod` is set
 };

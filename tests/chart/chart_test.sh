@@ -8,12 +8,15 @@
 #   - values.schema.json rejects bad values with a schema error;
 #   - a real install: NOTES, the controller's RBAC as the API server evaluates it, a caBundle
 #     written by someone else survives helm upgrade, the switch to cert-manager, and uninstall
-#     leaving the CRDs.
+#     leaving the CRDs;
+#   - helm package: the chart's crds/ is a symlink to the top-level crds/; the package holds
+#     them as real files with the same content, and a real install from the .tgz creates them.
 # One PASS or FAIL line per check; exits 1 if any check failed. Needs `scripts/testenv.sh build`.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 chart="$root/charts/bulkhead"
+crds_dir="$root/crds"  # charts/bulkhead/crds is a symlink to it
 testenv="$root/scripts/testenv.sh"
 ns=bulkhead-system
 release=bulkhead  # contains the chart name, so it is also the full name of every object
@@ -69,7 +72,7 @@ done
 
 echo "==> installing the CRDs and the release namespace"
 # Server-side apply: the Istio and cert-manager CRDs are too big for the last-applied annotation.
-if ! { kubectl apply --server-side -f "$chart/crds/" -f "$TESTENV_ISTIO_CRDS" \
+if ! { kubectl apply --server-side -f "$crds_dir/" -f "$TESTENV_ISTIO_CRDS" \
          -f "$TESTENV_CERT_MANAGER_CRDS" -f "$TESTENV_SERVICEMONITOR_CRD" &&
        kubectl wait --for condition=established --timeout=60s \
          crd/segmentationpolicies.bulkhead.dev crd/segmentationexceptions.bulkhead.dev \
@@ -157,6 +160,56 @@ reject "tlsMinVersion 1.2 unquoted (a number)" "at '/tlsMinVersion': got number,
 reject "certManager.issuerRef without a name" "missing property 'name'" \
   --set certManager.issuerRef.kind=ClusterIssuer
 
+echo "==> helm package: the CRDs are real files in the package"
+# Helm's chart loader follows the symlink charts/bulkhead/crds -> ../../crds; the package must
+# hold copies, not a link that would dangle outside the repository.
+pkg_dir="$work/package"
+pkg=""
+mkdir -p "$pkg_dir/unpacked"
+if helm package "$chart" -d "$pkg_dir" >"$work/package.log" 2>&1; then
+  pkgs=("$pkg_dir"/bulkhead-*.tgz)
+  if [ "${#pkgs[@]}" -eq 1 ] && [ -f "${pkgs[0]}" ]; then
+    pkg=${pkgs[0]}
+    pass "helm package: $(basename "$pkg")"
+  else
+    fail "helm package: expected one bulkhead-*.tgz in $pkg_dir"; ls -l "$pkg_dir" | indent
+  fi
+else
+  fail "helm package"; indent "$work/package.log"
+fi
+if [ -n "$pkg" ]; then
+  # "-rw-r--r-- 0/0 11630 2025-01-01 00:00 bulkhead/crds/x.yaml": type, then the path.
+  tar tvzf "$pkg" | awk '$NF ~ /^bulkhead\/crds\// {print substr($1, 1, 1), $NF}' | sort \
+    >"$work/package-crds"
+  (cd "$crds_dir" && for f in *; do echo "- bulkhead/crds/$f"; done) | sort >"$work/want-crds"
+  if [ -s "$work/want-crds" ] && cmp -s "$work/package-crds" "$work/want-crds"
+  then
+    pass "the package holds exactly crds/'s $(wc -l <"$work/want-crds") files, as regular files"
+  else
+    fail "the package holds exactly crds/'s files, as regular files"
+    echo "    want:"; indent "$work/want-crds"; echo "    got:"; indent "$work/package-crds"
+  fi
+  tar xzf "$pkg" -C "$pkg_dir/unpacked"
+  for f in "$crds_dir"/*; do
+    name=$(basename "$f")
+    if cmp -s "$f" "$pkg_dir/unpacked/bulkhead/crds/$name"; then
+      pass "the package's crds/$name is identical to crds/$name"
+    else
+      fail "the package's crds/$name is identical to crds/$name"
+    fi
+  done
+  if helm show crds "$chart" >"$work/show-dir" 2>"$work/err" &&
+     helm show crds "$pkg" >"$work/show-pkg" 2>>"$work/err" &&
+     cmp -s "$work/show-dir" "$work/show-pkg" &&
+     grep -q '^  name: segmentationpolicies.bulkhead.dev$' "$work/show-dir" &&
+     grep -q '^  name: segmentationexceptions.bulkhead.dev$' "$work/show-dir"; then
+    pass "helm show crds: the chart directory and the package give the same two CRDs"
+  else
+    fail "helm show crds: the chart directory and the package give the same two CRDs"
+    indent "$work/err"
+  fi
+fi
+
 echo "==> install, RBAC, upgrade, uninstall"
 sa="system:serviceaccount:$ns:$release"
 # expect_can yes|no VERB RESOURCE [NAMESPACE]: the API server's RBAC decision for the controller.
@@ -236,6 +289,45 @@ if helm uninstall "$release" -n "$ns" >"$work/uninstall" 2>&1 &&
   pass "helm uninstall removes the VWC and leaves the CRDs"
 else
   fail "helm uninstall removes the VWC and leaves the CRDs"; indent "$work/uninstall"
+fi
+
+echo "==> install from the packaged chart"
+# Its own release and namespace. Helm skips a CRD that exists already, so the CRDs applied with
+# kubectl at the start are deleted first: then this install must create them itself (the API
+# server's own finalizer removes a CRD; no controller-manager is needed).
+pkg_release=bulkhead-packaged
+pkg_ns=bulkhead-packaged
+bulkhead_crds=(crd/segmentationpolicies.bulkhead.dev crd/segmentationexceptions.bulkhead.dev)
+# The managers of a CRD's fields: "helm" when helm created it.
+crd_managers() { kubectl get "$1" -o jsonpath='{.metadata.managedFields[*].manager}' 2>/dev/null; }
+if [ -z "$pkg" ]; then
+  fail "helm install from the package: there is no package"
+elif ! kubectl delete "${bulkhead_crds[@]}" --wait --timeout=60s >"$work/pkg-setup" 2>&1 ||
+     kubectl get "${bulkhead_crds[@]}" >/dev/null 2>&1; then
+  fail "deleting the CRDs before the install from the package"; indent "$work/pkg-setup"
+else
+  if helm install "$pkg_release" "$pkg" -n "$pkg_ns" --create-namespace >"$work/pkg-install" 2>&1 &&
+     grep -q '^STATUS: deployed' "$work/pkg-install"; then
+    pass "helm install from $(basename "$pkg")"
+  else
+    fail "helm install from $(basename "$pkg")"; indent "$work/pkg-install"
+  fi
+  if kubectl wait --for condition=established --timeout=60s "${bulkhead_crds[@]}" \
+       >"$work/pkg-crds" 2>&1 &&
+     [[ " $(crd_managers "${bulkhead_crds[0]}") " == *" helm "* ]] &&
+     [[ " $(crd_managers "${bulkhead_crds[1]}") " == *" helm "* ]]; then
+    pass "the install from the package created both CRDs (established, managed by helm)"
+  else
+    fail "the install from the package created both CRDs (established, managed by helm)"
+    indent "$work/pkg-crds"
+    for c in "${bulkhead_crds[@]}"; do echo "    $c managers: $(crd_managers "$c")"; done
+  fi
+  if helm uninstall "$pkg_release" -n "$pkg_ns" >"$work/pkg-uninstall" 2>&1 &&
+     kubectl get "${bulkhead_crds[@]}" >/dev/null 2>&1; then
+    pass "helm uninstall of the packaged release leaves the CRDs"
+  else
+    fail "helm uninstall of the packaged release leaves the CRDs"; indent "$work/pkg-uninstall"
+  fi
 fi
 
 echo

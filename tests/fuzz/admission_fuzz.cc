@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   (void)policy::decodeSegmentationPolicy(req->object);
   if (auto p = policy::decodeSegmentationPolicy(req->object); p.ok()) {
-    (void)policy::desiredObjects(*p, req->ns.empty() ? "ns" : req->ns, {"x", true, {}});
+    (void)policy::desiredObjects(*p, {req->ns.empty() ? "ns" : req->ns, {}}, {"x", true, {}});
   }
   policy::ExceptionReview review;
   review.operation = req->operation;

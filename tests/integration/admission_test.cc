@@ -199,8 +199,10 @@ TEST_CASE("Services: externalIPs are refused in segmented namespaces") {
     "metadata": {"name": "leak", "namespace": "shop"},
     "spec": {"ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}})");
   CHECK(denied.exitCode != 0);
-  CHECK(denied.err.find("sets spec.externalIPs, which segmented namespaces never allow "
-                        "(CVE-2020-8554)") != std::string::npos);
+  CHECK(denial(denied).find(
+            "bulkhead: service \"leak\" in namespace \"shop\" violates externalIPs "
+            "(spec.externalIPs is set) of SegmentationPolicy \"baseline\": segmented namespaces "
+            "never allow it, whatever the mode (CVE-2020-8554); remove spec.externalIPs") == 0);
 }
 
 TEST_CASE("host ports, host PID, added capabilities and sidecar opt-outs are denied by path") {

@@ -92,7 +92,7 @@ std::map<std::string, json> generated(const std::string& ns, bool withIstio) {
 bool segmentedExactly(const std::string& ns, const json& policyObj, bool mesh) {
   auto p = policy::decodeSegmentationPolicy(policyObj);
   REQUIRE(p.ok());
-  auto want = policy::desiredObjects(*p, ns, {"bulkhead-system", mesh, {}});
+  auto want = policy::desiredObjects(*p, {ns, {}}, {"bulkhead-system", mesh, {}});
   auto have = generated(ns, mesh);
   if (have.size() != want.size()) {
     return false;
@@ -398,7 +398,7 @@ TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, not
   auto decoded = policy::decodeSegmentationPolicy(policy);
   REQUIRE(decoded.ok());
   size_t perNamespace = 0;
-  for (const auto& o : policy::desiredObjects(*decoded, "bulk-0", {"bulkhead-system", mesh, {}})) {
+  for (const auto& o : policy::desiredObjects(*decoded, {"bulk-0", {}}, {"bulkhead-system", mesh, {}})) {
     perNamespace += o["kind"] == "NetworkPolicy" ? 1 : 0;
   }
   CHECK(all->items.size() == 200 * perNamespace);

@@ -55,7 +55,7 @@ const std::string& serviceAccountDir() {
   static std::string dir = [] {
     auto& cp = ControlPlane::get();
     if (!chartInstalled) {
-      run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/charts/bulkhead/crds/ >/dev/null");
+      run("kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/crds/ >/dev/null");
       run("kubectl create namespace bulkhead-system >/dev/null && "
           "helm template bulkhead " BULKHEAD_SOURCE_DIR "/charts/bulkhead "
           "--namespace bulkhead-system --kube-version 1.35.4 "

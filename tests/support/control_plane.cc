@@ -142,6 +142,20 @@ void ControlPlane::startApiServer() const {
   }
 }
 
+bool ControlPlane::startControllerManager(const std::string& controllers) const {
+  std::vector<std::string> args = {scriptsDir_ + "/testenv.sh", "kcm-start", dir_};
+  if (!controllers.empty()) {
+    args.push_back("--controllers");
+    args.push_back(controllers);
+  }
+  auto r = run(args);
+  if (r.exitCode != 0) {
+    // Not doctest's REQUIRE: this library is linked into benchmarks too, without doctest's main.
+    std::cerr << "starting kube-controller-manager failed:\n" << r.out << r.err;
+  }
+  return r.exitCode == 0;
+}
+
 bool eventually(std::chrono::seconds timeout, const std::function<bool()>& condition) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

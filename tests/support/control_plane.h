@@ -33,6 +33,16 @@ class ControlPlane {
   void stopApiServer() const;
   void startApiServer() const;
 
+  // Opt-in: starts a real kube-controller-manager against this control plane
+  // (`testenv.sh kcm-start`), each controller acting as its own ServiceAccount
+  // (system:serviceaccount:kube-system:namespace-controller, ...). `controllers` is its
+  // --controllers list; empty means testenv.sh's default (namespace-controller, job-controller,
+  // garbage-collector-controller): deleted namespaces really go, Jobs create pods and remove
+  // their batch.kubernetes.io/job-tracking finalizers, ownerReferences cascade. Returns true once
+  // it serves /healthz and has started the controllers; false (with its output on stderr) when it
+  // did not. Stopped with the control plane.
+  bool startControllerManager(const std::string& controllers = "") const;
+
   // Runs `fn` after the last test case, before the control plane stops (e.g. to stop a process
   // shared by several test cases).
   static void atTeardown(std::function<void()> fn);

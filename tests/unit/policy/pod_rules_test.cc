@@ -624,7 +624,8 @@ TEST_CASE("requireSidecar: opt-out labels and annotations in a STRICT namespace"
 TEST_CASE("requireSidecar: runAsUser 1337 outside the proxy") {
   json pod = compliantPod();
   pod["spec"]["securityContext"] = {{"runAsUser", 1337}};
-  pod["spec"]["containers"].push_back(json::parse(R"({"name": "istio-proxy", "image": "proxyv2",
+  pod["spec"]["containers"].push_back(json::parse(R"({"name": "istio-proxy",
+      "image": "docker.io/istio/proxyv2:1.28.0", "args": ["proxy", "sidecar"],
       "securityContext": {"runAsUser": 1337}})"));
   pod["spec"]["initContainers"] = json::parse(R"([{"name": "setup", "image": "busybox",
       "securityContext": {"runAsUser": 1337}}])");
@@ -650,9 +651,16 @@ TEST_CASE("requireSidecar: runAsUser 1337 outside the proxy") {
   pod["spec"]["initContainers"][0]["securityContext"]["runAsUser"] = 1001;
   CHECK(violations(pod).empty());
   pod["spec"]["ephemeralContainers"] = json::parse(R"([{"name": "istio-proxy",
+      "image": "docker.io/istio/proxyv2:1.28.0", "args": ["proxy", "sidecar"],
       "securityContext": {"runAsUser": 1337}}])");
-  CHECK(pathsOf(violations(pod)) ==
-        Strings{"spec.ephemeralContainers[0].securityContext.runAsUser"});
+  CHECK(denials(pod) ==
+        Strings{"bulkhead: pod \"web-1\" in namespace \"shop\" violates requireSidecar "
+                "(spec.ephemeralContainers[0].securityContext.runAsUser=1337)" +
+                kTail +
+                "ephemeral container \"istio-proxy\" is not the one Istio's injector adds: it "
+                "is an ephemeral container, which the injector never adds; run ephemeral "
+                "container \"istio-proxy\" as a user other than 1337 (reserved for the Istio "
+                "proxy) or request a SegmentationException"});
 }
 
 TEST_CASE("requireSidecar only applies when the namespace's mTLS is STRICT") {

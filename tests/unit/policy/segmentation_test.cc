@@ -157,11 +157,11 @@ TEST_CASE("selection: exclusions, the install namespace, priority, then name") {
 
 TEST_CASE("desired objects with the defaults: default-deny, DNS, mesh, PeerAuthentication") {
   ClusterFacts facts{"bulkhead-system", true, {}};
-  auto objs = desiredObjects(decode(policyObject("baseline", json::object())), "shop", facts);
+  auto objs = desiredObjects(decode(policyObject("baseline", json::object())), {"shop", {}}, facts);
   checkGolden("defaults_mesh", objs);
   // Without the mesh: the NetworkPolicies only.
   facts.meshAvailable = false;
-  auto noMesh = desiredObjects(decode(policyObject("baseline", json::object())), "shop", facts);
+  auto noMesh = desiredObjects(decode(policyObject("baseline", json::object())), {"shop", {}}, facts);
   REQUIRE(noMesh.size() == 3);
   CHECK(noMesh[0]["metadata"]["name"] == "bulkhead-default-deny");
   CHECK(noMesh[1]["metadata"]["name"] == "bulkhead-allow-dns");
@@ -192,10 +192,10 @@ TEST_CASE("desired objects with every option") {
       {"authorization", {{"defaultDeny", true}}}};
   ClusterFacts facts{"bulkhead-system", true,
                      {{"10.0.0.1", 6443, "TCP"}, {"10.0.0.2", 6443, "TCP"}, {"fd00::1", 6443, "TCP"}}};
-  auto objs = desiredObjects(decode(policyObject("full", spec)), "shop", facts);
+  auto objs = desiredObjects(decode(policyObject("full", spec)), {"shop", {}}, facts);
   checkGolden("every_option", objs);
   // Deterministic.
-  CHECK(desiredObjects(decode(policyObject("full", spec)), "shop", facts) == objs);
+  CHECK(desiredObjects(decode(policyObject("full", spec)), {"shop", {}}, facts) == objs);
   // Egress is open in this policy, so no Egress allow is written: it would restrict, not allow.
   for (const auto& o : objs) {
     if (o["kind"] == "NetworkPolicy") {
@@ -204,12 +204,12 @@ TEST_CASE("desired objects with every option") {
   }
   spec["network"]["defaultDeny"]["egress"] = true;
   checkGolden("every_option_deny_both",
-              desiredObjects(decode(policyObject("full", spec)), "shop", facts));
+              desiredObjects(decode(policyObject("full", spec)), {"shop", {}}, facts));
 }
 
 TEST_CASE("Unmanaged mTLS writes no Istio objects and no mesh egress") {
   ClusterFacts facts{"bulkhead-system", true, {}};
-  auto objs = desiredObjects(decode(policyObject("p", {{"mtls", {{"mode", "Unmanaged"}}}})), "ns",
+  auto objs = desiredObjects(decode(policyObject("p", {{"mtls", {{"mode", "Unmanaged"}}}})), {"ns", {}},
                              facts);
   REQUIRE(objs.size() == 2);
   CHECK(objs[0]["metadata"]["name"] == "bulkhead-default-deny");
@@ -218,12 +218,12 @@ TEST_CASE("Unmanaged mTLS writes no Istio objects and no mesh egress") {
   auto open = desiredObjects(
       decode(policyObject("p", {{"network",
                                  {{"defaultDeny", {{"ingress", false}, {"egress", false}}}}}})),
-      "ns", {"x", false, {}});
+      {"ns", {}}, {"x", false, {}});
   CHECK(open.empty());
 }
 
 TEST_CASE("matchesDesired: labels must be present, spec must be equal") {
-  auto desired = desiredObjects(decode(policyObject("p", json::object())), "ns",
+  auto desired = desiredObjects(decode(policyObject("p", json::object())), {"ns", {}},
                                 {"x", false, {}})[0];
   json current = desired;
   current["metadata"]["uid"] = "abc";

@@ -164,5 +164,46 @@ TEST_CASE("the hot path decodes exactly the facts the DOM decoder does") {
   CHECK((*dupReq->pod)->hostNetwork.value);
 }
 
+TEST_CASE("an UPDATE of a workload carries the old facts and whether its pod template changed") {
+  json deployment = json::parse(R"({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "api", "namespace": "shop", "labels": {"team": "blue"}},
+    "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app.kubernetes.io/name": "api"}},
+      "spec": {"hostNetwork": true, "containers": [{"name": "api", "image": "api:1"}]}}}})");
+  auto review = [](const json& object, const json& old) {
+    json r = {{"apiVersion", "admission.k8s.io/v1"},
+              {"kind", "AdmissionReview"},
+              {"request",
+               {{"uid", "u"},
+                {"kind", {{"kind", "Deployment"}}},
+                {"resource", {{"resource", "deployments"}}},
+                {"operation", "UPDATE"},
+                {"object", object},
+                {"oldObject", old}}}};
+    auto req = decodeAdmissionReview(r.dump());
+    REQUIRE(req.ok());
+    return *req;
+  };
+  json relabelled = deployment;
+  relabelled["metadata"]["labels"]["team"] = "green";
+  relabelled["spec"]["replicas"] = 5;  // outside the template
+  relabelled["status"] = {{"replicas", 5}};
+  AdmissionRequest req = review(relabelled, deployment);
+  REQUIRE(req.pod.has_value());
+  REQUIRE(req.oldPod.has_value());
+  REQUIRE(req.oldPod->ok());
+  CHECK(req.oldPod->value().hostNetwork.value);
+  CHECK_FALSE(req.podSpecChanged);
+  json newImage = deployment;
+  newImage["spec"]["template"]["spec"]["containers"][0]["image"] = "api:2";
+  CHECK(review(newImage, deployment).podSpecChanged);
+  // An old object without a pod template (or none at all) counts as changed.
+  CHECK(review(deployment, json::object()).podSpecChanged);
+  json cronJob = json::parse(R"({"kind": "CronJob", "metadata": {"name": "n"},
+    "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}})");
+  json suspended = cronJob;
+  suspended["spec"]["suspend"] = true;
+  CHECK_FALSE(review(suspended, cronJob).podSpecChanged);
+}
+
 }  // namespace
 }  // namespace bulkhead::webhooks
