@@ -31,8 +31,7 @@ std::string mismatchOf(const ContainerFacts& c, const MeshSettings& mesh, bool w
            "(restartPolicy: Always)";
   }
   std::string repo = imageRepository(c.image);
-  if (std::find(mesh.proxyImages.begin(), mesh.proxyImages.end(), repo) ==
-      mesh.proxyImages.end()) {
+  if (std::find(mesh.proxyImages.begin(), mesh.proxyImages.end(), repo) == mesh.proxyImages.end()) {
     return "its image " + inQuotes(c.image) + " is not one of spec.mesh.proxyImages";
   }
   if (!c.command.empty()) {

@@ -257,9 +257,9 @@ bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationP
   auto read = [&](const Labels& labels, bool isLabels) {
     Labels out;
     for (const auto& [k, v] : labels) {
-      bool ruleReads = k.starts_with("sidecar.istio.io/") ||
-                       k.starts_with(kTrafficPrefix) || k.starts_with("ambient.istio.io/") ||
-                       k.starts_with("proxy.istio.io/") || k.starts_with("istio.io/");
+      bool ruleReads = k.starts_with("sidecar.istio.io/") || k.starts_with(kTrafficPrefix) ||
+                       k.starts_with("ambient.istio.io/") || k.starts_with("proxy.istio.io/") ||
+                       k.starts_with("istio.io/");
       if (isLabels) {
         const auto& req = policy.podRules.requiredLabels;
         ruleReads |= std::find(req.begin(), req.end(), k) != req.end();
@@ -367,8 +367,7 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
         }
         if (anyForbidden || cap == "ALL" || forbidden.contains(cap)) {
           found.push_back({std::string(kForbiddenCapabilities), added.path,
-                           added.path + "=" + displayValue(added.value),
-                           mismatchNote(c, mesh)});
+                           added.path + "=" + displayValue(added.value), mismatchNote(c, mesh)});
         }
       }
     }

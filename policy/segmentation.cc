@@ -55,9 +55,10 @@ const Port kHbone{kHbonePort, "TCP"};
 //    default deny moves to the waypoints themselves: an allow-nothing bound to them with
 //    targetRefs (bulkhead-waypoint-allow-nothing). Traffic through a waypoint then still works,
 //    and is still denied until an ALLOW policy bound to the waypoint opens it.
-void ambientObjects(const SegmentationPolicy& p, const std::string& ns,
-                    const ClusterFacts& facts, const json& policyTypes, std::vector<json>& out) {
-  const json waypoints = {{"podSelector", {{"matchLabels", {{kWaypointLabel, kWaypointLabelValue}}}}}};
+void ambientObjects(const SegmentationPolicy& p, const std::string& ns, const ClusterFacts& facts,
+                    const json& policyTypes, std::vector<json>& out) {
+  const json waypoints = {
+      {"podSelector", {{"matchLabels", {{kWaypointLabel, kWaypointLabelValue}}}}}};
   const json samePods = {{"podSelector", json::object()}};
   const json hbone = portsJson({kHbone});
   if (!policyTypes.empty()) {

@@ -147,8 +147,10 @@ std::string_view mtlsModeName(MtlsMode mode) {
 
 bool SegmentationPolicy::ambient(const Labels& namespaceLabels) const {
   switch (mesh.dataplaneMode) {
-    case DataplaneMode::kSidecar: return false;
-    case DataplaneMode::kAmbient: return true;
+    case DataplaneMode::kSidecar:
+      return false;
+    case DataplaneMode::kAmbient:
+      return true;
     case DataplaneMode::kFromNamespace: {
       auto it = namespaceLabels.find(kDataplaneModeLabel);
       return it != namespaceLabels.end() && it->second == "ambient";

@@ -76,8 +76,8 @@ struct PodRules {
 };
 
 // Istio's official proxy image repositories: the injector's default hubs with image proxyv2.
-inline const std::vector<std::string> kDefaultProxyImages = {
-    "docker.io/istio/proxyv2", "gcr.io/istio-release/proxyv2"};
+inline const std::vector<std::string> kDefaultProxyImages = {"docker.io/istio/proxyv2",
+                                                             "gcr.io/istio-release/proxyv2"};
 
 struct MeshSettings {
   DataplaneMode dataplaneMode = DataplaneMode::kFromNamespace;

@@ -67,9 +67,9 @@ k8s_binary_ok() {
   local bin="$K8S_DIR/$1"
   [ -x "$bin" ] || return 1
   if [ "$1" = kubectl ]; then
-    "$bin" version --client 2>/dev/null | grep -qx "Client Version: $K8S_VERSION"
+    grep -qx "Client Version: $K8S_VERSION" <<<"$("$bin" version --client 2>/dev/null)"
   else
-    "$bin" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"
+    grep -qx "Kubernetes $K8S_VERSION" <<<"$("$bin" --version 2>/dev/null)"
   fi
 }
 
@@ -124,7 +124,7 @@ GO
 
 build_etcd() {
   if [ -x "$ETCD_DIR/etcd" ] &&
-     "$ETCD_DIR/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}$"; then
+     grep -q "etcd Version: ${ETCD_VERSION#v}$" <<<"$("$ETCD_DIR/etcd" --version 2>/dev/null)"; then
     return 0
   fi
   log "building etcd $ETCD_VERSION"
@@ -142,7 +142,8 @@ build_etcd() {
 }
 
 build_helm() {
-  if [ -x "$HELM_DIR/helm" ] && "$HELM_DIR/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  if [ -x "$HELM_DIR/helm" ] &&
+     grep -q "^$HELM_VERSION" <<<"$("$HELM_DIR/helm" version --short 2>/dev/null)"; then
     return 0
   fi
   log "building helm $HELM_VERSION"
@@ -282,7 +283,8 @@ free_port() {
 # Is PID alive and one of ours (its command line names DIR)?
 ours() {
   local pid=$1 dir=$2
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$dir"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+    grep -qF "$dir" <<<"$(tr '\0' ' ' < "/proc/$pid/cmdline")"
 }
 
 stop_pid() {

@@ -107,7 +107,8 @@ std::string stringMember(const SimdNode& obj, std::string_view key) {
 // The pod spec of a Pod, or the pod template spec of a workload, serialized as it came; nullopt
 // when the object has none.
 std::optional<std::string> podSpecText(const SimdNode& object) {
-  std::optional<std::string_view> templatePath = policy::podTemplatePath(stringMember(object, "kind"));
+  std::optional<std::string_view> templatePath =
+      policy::podTemplatePath(stringMember(object, "kind"));
   if (!templatePath.has_value()) {
     return std::nullopt;
   }

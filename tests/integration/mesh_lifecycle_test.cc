@@ -75,8 +75,7 @@ spec:
   authorization: {defaultDeny: true}
 )");
     REQUIRE_MESSAGE(policies.exitCode == 0, policies.err);
-    for (const auto& [ns, labels] :
-         std::vector<std::pair<std::string, std::vector<std::string>>>{
+    for (const auto& [ns, labels] : std::vector<std::pair<std::string, std::vector<std::string>>>{
              {"meshed", {"zero-trust=on", "istio-injection=enabled"}},
              {"jobs", {"zero-trust=on"}},
              {"amb", {"zero-trust=ambient", "istio.io/dataplane-mode=ambient"}}}) {
@@ -89,10 +88,11 @@ spec:
       }));
     }
     // The webhook's caches know the policies once a pod on the host network is refused.
-    json probe = {{"apiVersion", "v1"},
-                  {"kind", "Pod"},
-                  {"metadata", {{"name", "probe"}, {"namespace", "meshed"}}},
-                  {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "c"}, {"image", "x"}}}}}}};
+    json probe = {
+        {"apiVersion", "v1"},
+        {"kind", "Pod"},
+        {"metadata", {{"name", "probe"}, {"namespace", "meshed"}}},
+        {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "c"}, {"image", "x"}}}}}}};
     REQUIRE(eventually(seconds(30), [&] { return dryRun(probe).exitCode != 0; }));
     return p;
   }();
@@ -115,8 +115,9 @@ std::string workloads(const std::string& ns, const std::string& extraAnnotations
     }
     return m;
   };
-  std::string jobSpec = R"({"template": {"metadata": {)" + named("batch") +
-                        R"(}, "spec": {"restartPolicy": "Never", "serviceAccountName": "app", "containers": [{"name": "app",
+  std::string jobSpec =
+      R"({"template": {"metadata": {)" + named("batch") +
+      R"(}, "spec": {"restartPolicy": "Never", "serviceAccountName": "app", "containers": [{"name": "app",
                            "image": "registry.example/app:1.0"}]}}})";
   std::vector<std::string> docs = {
       R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": ")" + ns +
@@ -126,7 +127,8 @@ std::string workloads(const std::string& ns, const std::string& extraAnnotations
           "template": {"metadata": {)" +
           named("api") + R"(}, "spec": )" + podSpec + "}}}",
       R"({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ")" +
-          ns + R"("}, "spec": {"serviceName": "db", "selector": {"matchLabels": {"app.kubernetes.io/name": "db"}},
+          ns +
+          R"("}, "spec": {"serviceName": "db", "selector": {"matchLabels": {"app.kubernetes.io/name": "db"}},
           "template": {"metadata": {)" +
           named("db") + R"(}, "spec": )" + podSpec + "}}}",
       R"({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": ")" +
@@ -158,10 +160,10 @@ const std::vector<Mode> kModes = {{false, false}, {false, true}, {true, false}, 
 
 // The workloads as Istio's injector outputs them in `mode`.
 json inject(const std::string& input, const Mode& mode, const std::string& extraFlags = "") {
-  auto r = shell(std::string("\"$TESTENV_ISTIO_INJECT\" --output json") +
-                     (mode.cni ? " --cni" : "") +
-                     " --native-sidecars=" + (mode.native ? "true" : "false") + " " + extraFlags,
-                 input);
+  auto r =
+      shell(std::string("\"$TESTENV_ISTIO_INJECT\" --output json") + (mode.cni ? " --cni" : "") +
+                " --native-sidecars=" + (mode.native ? "true" : "false") + " " + extraFlags,
+            input);
   REQUIRE_MESSAGE(r.exitCode == 0, r.err);
   json out = json::parse(r.out, nullptr, false);
   REQUIRE(out.is_array());
@@ -221,9 +223,9 @@ TEST_CASE("the same workloads with an opt-out, a borrowed name or a foreign imag
       CAPTURE(describe(o));
       std::string d = denial(dryRun(o));
       CHECK_MESSAGE(d.find("violates requireSidecar (") != std::string::npos, d);
-      CHECK_MESSAGE(d.find("[traffic.sidecar.istio.io/excludeOutboundPorts]=\"5432\")") !=
-                        std::string::npos,
-                    d);
+      CHECK_MESSAGE(
+          d.find("[traffic.sidecar.istio.io/excludeOutboundPorts]=\"5432\")") != std::string::npos,
+          d);
       CHECK(d.find("of SegmentationPolicy \"baseline\"") != std::string::npos);
     }
     // Proxy images from a hub that is not the mesh's.
@@ -244,12 +246,11 @@ TEST_CASE("the same workloads with an opt-out, a borrowed name or a foreign imag
     for (auto& o : borrowed) {
       CAPTURE(describe(o));
       json& spec = podSpecOf(o);
-      json impostor = {{"name", mode.cni ? "istio-validation" : "istio-init"},
-                       {"image", "registry.example/tools:1.0"},
-                       {"command", {"sh", "-c", "iptables -t nat -F"}},
-                       {"securityContext",
-                        {{"runAsUser", 1337},
-                         {"capabilities", {{"add", {"NET_ADMIN"}}}}}}};
+      json impostor = {
+          {"name", mode.cni ? "istio-validation" : "istio-init"},
+          {"image", "registry.example/tools:1.0"},
+          {"command", {"sh", "-c", "iptables -t nat -F"}},
+          {"securityContext", {{"runAsUser", 1337}, {"capabilities", {{"add", {"NET_ADMIN"}}}}}}};
       // Replace the injector's container of that name: the API server refuses duplicate names.
       for (auto& c : spec["initContainers"]) {
         if (c["name"] == impostor["name"]) {
@@ -282,9 +283,10 @@ TEST_CASE("an ambient namespace: its generated objects, its opt-outs and istiod'
   std::vector<std::string> ambientNames;
   for (const auto& want : desired) {
     std::string name = want["metadata"]["name"];
-    std::string resource = want["kind"] == "NetworkPolicy"      ? "networkpolicy"
-                           : want["kind"] == "PeerAuthentication" ? "peerauthentications.security.istio.io"
-                                                                  : "authorizationpolicies.security.istio.io";
+    std::string resource = want["kind"] == "NetworkPolicy" ? "networkpolicy"
+                           : want["kind"] == "PeerAuthentication"
+                               ? "peerauthentications.security.istio.io"
+                               : "authorizationpolicies.security.istio.io";
     CAPTURE(name);
     json have;
     REQUIRE(eventually(seconds(30), [&] {
@@ -299,9 +301,9 @@ TEST_CASE("an ambient namespace: its generated objects, its opt-outs and istiod'
       ambientNames.push_back(name);
     }
   }
-  CHECK(ambientNames == std::vector<std::string>{"bulkhead-allow-ambient", "bulkhead-allow-waypoint",
-                                                 "bulkhead-allow-waypoints",
-                                                 "bulkhead-waypoint-allow-nothing"});
+  CHECK(ambientNames ==
+        std::vector<std::string>{"bulkhead-allow-ambient", "bulkhead-allow-waypoint",
+                                 "bulkhead-allow-waypoints", "bulkhead-waypoint-allow-nothing"});
 
   // Pods need no sidecar here; leaving ambient capture is the opt-out.
   json pod = json::parse(R"({"apiVersion": "v1", "kind": "Pod",
@@ -310,11 +312,13 @@ TEST_CASE("an ambient namespace: its generated objects, its opt-outs and istiod'
   auto plain = dryRun(pod);
   CHECK_MESSAGE(plain.exitCode == 0, plain.err);
   pod["metadata"]["labels"]["istio.io/dataplane-mode"] = "none";
-  CHECK(denial(dryRun(pod)).find(
-            "bulkhead: pod \"web-1\" in namespace \"amb\" violates requireSidecar "
-            "(metadata.labels[istio.io/dataplane-mode]=\"none\") of SegmentationPolicy "
-            "\"ambient\"; remove the ambient opt-out label istio.io/dataplane-mode or request a "
-            "SegmentationException") == 0);
+  CHECK(
+      denial(dryRun(pod))
+          .find(
+              "bulkhead: pod \"web-1\" in namespace \"amb\" violates requireSidecar "
+              "(metadata.labels[istio.io/dataplane-mode]=\"none\") of SegmentationPolicy "
+              "\"ambient\"; remove the ambient opt-out label istio.io/dataplane-mode or request a "
+              "SegmentationException") == 0);
 
   // The waypoint Deployment istiod's own deployment controller writes is admitted.
   auto waypoint = shell("\"$TESTENV_ISTIO_INJECT\" waypoint --name waypoint --namespace amb");
@@ -338,8 +342,8 @@ TEST_CASE("a segmented namespace is deleted by the namespace controller and goes
   REQUIRE(kubectl({"create", "namespace", "doomed"}).exitCode == 0);
   REQUIRE(kubectl({"label", "namespace", "doomed", "zero-trust=on"}).exitCode == 0);
   REQUIRE(eventually(seconds(30), [] {
-    return kubectl({"get", "peerauthentications.security.istio.io", "bulkhead-mtls", "-n",
-                    "doomed"})
+    return kubectl(
+               {"get", "peerauthentications.security.istio.io", "bulkhead-mtls", "-n", "doomed"})
                .exitCode == 0;
   }));
   // As anyone but the controller, the generated objects stay while the namespace lives.
@@ -353,8 +357,9 @@ TEST_CASE("a segmented namespace is deleted by the namespace controller and goes
   CHECK(b.metric("bulkhead_drift_repairs_total") == repairsBefore);
 }
 
-TEST_CASE("after the exception that admitted them expired, a Job's pods and a Deployment still "
-          "take routine updates") {
+TEST_CASE(
+    "after the exception that admitted them expired, a Job's pods and a Deployment still "
+    "take routine updates") {
   bulkhead();
   const std::string expires = timeFromNow("+25 seconds");
   auto exception = kubectl({"create", "-f", "-"}, R"({"apiVersion": "bulkhead.dev/v1alpha1",
@@ -412,8 +417,8 @@ TEST_CASE("after the exception that admitted them expired, a Job's pods and a De
     CHECK_MESSAGE(r.exitCode == 0, args[0] << " " << args[1] << ": " << r.err);
   }
   // A change to the pod template is judged in full.
-  auto image = kubectl({"set", "image", "deployment/agent", "-n", "jobs",
-                        "agent=registry.example/agent:1.1"});
+  auto image = kubectl(
+      {"set", "image", "deployment/agent", "-n", "jobs", "agent=registry.example/agent:1.1"});
   CHECK(denial(image).find("bulkhead: deployment \"agent\" in namespace \"jobs\" violates "
                            "forbidHostNetwork (spec.template.spec.hostNetwork=true)") == 0);
 

@@ -398,7 +398,8 @@ TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, not
   auto decoded = policy::decodeSegmentationPolicy(policy);
   REQUIRE(decoded.ok());
   size_t perNamespace = 0;
-  for (const auto& o : policy::desiredObjects(*decoded, {"bulk-0", {}}, {"bulkhead-system", mesh, {}})) {
+  for (const auto& o :
+       policy::desiredObjects(*decoded, {"bulk-0", {}}, {"bulkhead-system", mesh, {}})) {
     perNamespace += o["kind"] == "NetworkPolicy" ? 1 : 0;
   }
   CHECK(all->items.size() == 200 * perNamespace);

@@ -208,8 +208,7 @@ TEST_CASE("a container borrowing an injector container's name gets none of its a
 
   // Only NET_ADMIN and NET_RAW go with istio-init.
   pod = injectedPod();
-  pod["spec"]["initContainers"][0]["securityContext"]["capabilities"]["add"].push_back(
-      "SYS_ADMIN");
+  pod["spec"]["initContainers"][0]["securityContext"]["capabilities"]["add"].push_back("SYS_ADMIN");
   CHECK(denials(pod) ==
         Strings{"bulkhead: pod \"web-1\" in namespace \"shop\" violates forbiddenCapabilities "
                 "(spec.initContainers[0].securityContext.capabilities.add[2]=\"SYS_ADMIN\")" +

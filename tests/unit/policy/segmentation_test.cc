@@ -161,7 +161,8 @@ TEST_CASE("desired objects with the defaults: default-deny, DNS, mesh, PeerAuthe
   checkGolden("defaults_mesh", objs);
   // Without the mesh: the NetworkPolicies only.
   facts.meshAvailable = false;
-  auto noMesh = desiredObjects(decode(policyObject("baseline", json::object())), {"shop", {}}, facts);
+  auto noMesh =
+      desiredObjects(decode(policyObject("baseline", json::object())), {"shop", {}}, facts);
   REQUIRE(noMesh.size() == 3);
   CHECK(noMesh[0]["metadata"]["name"] == "bulkhead-default-deny");
   CHECK(noMesh[1]["metadata"]["name"] == "bulkhead-allow-dns");
@@ -209,22 +210,22 @@ TEST_CASE("desired objects with every option") {
 
 TEST_CASE("Unmanaged mTLS writes no Istio objects and no mesh egress") {
   ClusterFacts facts{"bulkhead-system", true, {}};
-  auto objs = desiredObjects(decode(policyObject("p", {{"mtls", {{"mode", "Unmanaged"}}}})), {"ns", {}},
-                             facts);
+  auto objs = desiredObjects(decode(policyObject("p", {{"mtls", {{"mode", "Unmanaged"}}}})),
+                             {"ns", {}}, facts);
   REQUIRE(objs.size() == 2);
   CHECK(objs[0]["metadata"]["name"] == "bulkhead-default-deny");
   CHECK(objs[1]["metadata"]["name"] == "bulkhead-allow-dns");
   // No default deny in either direction: no default-deny object at all.
   auto open = desiredObjects(
-      decode(policyObject("p", {{"network",
-                                 {{"defaultDeny", {{"ingress", false}, {"egress", false}}}}}})),
+      decode(policyObject(
+          "p", {{"network", {{"defaultDeny", {{"ingress", false}, {"egress", false}}}}}})),
       {"ns", {}}, {"x", false, {}});
   CHECK(open.empty());
 }
 
 TEST_CASE("matchesDesired: labels must be present, spec must be equal") {
-  auto desired = desiredObjects(decode(policyObject("p", json::object())), {"ns", {}},
-                                {"x", false, {}})[0];
+  auto desired =
+      desiredObjects(decode(policyObject("p", json::object())), {"ns", {}}, {"x", false, {}})[0];
   json current = desired;
   current["metadata"]["uid"] = "abc";
   current["metadata"]["labels"]["extra"] = "kept";
