@@ -85,6 +85,29 @@ bool terminating(const json& o) {
   return o["metadata"].contains("deletionTimestamp") && !o["metadata"]["deletionTimestamp"].is_null();
 }
 
+// The namespace informer's transform: the default one (no managedFields, no last-applied
+// annotation), except that the Apply entry of `manager` stays, without its timestamp, so that
+// the cache tells whether the Pod Security labels are Bulkhead's. Other managers' entries would
+// only cost memory.
+void keepOwnManagedFields(json& ns, const std::string& manager) {
+  json own = json::array();
+  if (auto md = ns.find("metadata"); md != ns.end() && md->is_object()) {
+    if (auto mf = md->find("managedFields"); mf != md->end() && mf->is_array()) {
+      for (auto& e : *mf) {
+        if (e.is_object() && e.value("manager", json()) == manager &&
+            e.value("operation", json()) == "Apply") {
+          e.erase("time");
+          own.push_back(std::move(e));
+        }
+      }
+    }
+  }
+  kube::dropUnreadFields(ns);
+  if (!own.empty()) {
+    ns["metadata"]["managedFields"] = std::move(own);
+  }
+}
+
 // A condition in metav1.Condition shape; keeps lastTransitionTime when the status is unchanged.
 json condition(const json& previous, const std::string& type, bool status,
                const std::string& reason, const std::string& message, int64_t generation,
@@ -127,8 +150,11 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       policyQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)),
       exceptionQueue_(clock_, kube::makeDefaultControllerRateLimiter(clock_)) {
   const std::string managed = policy::kManagedBySelector;
-  namespaces_ = std::make_unique<kube::Informer>(
-      client_, clock_, kube::informerOptions(kube::resources::kNamespaces));
+  auto namespaceOptions = kube::informerOptions(kube::resources::kNamespaces);
+  namespaceOptions.transform = [manager = options_.podSecurityFieldManager](json& ns) {
+    keepOwnManagedFields(ns, manager);
+  };
+  namespaces_ = std::make_unique<kube::Informer>(client_, clock_, std::move(namespaceOptions));
   policies_ = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(resources::kSegmentationPolicies));
   networkPolicies_ = std::make_unique<kube::Informer>(
@@ -157,6 +183,9 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
            for (const auto& e : exceptions_->store().byNamespace(nameOf(o))) {
              exceptionQueue_.add(kube::objectKey(*e));  // another policy may govern it now
            }
+         } else if (old["metadata"].value("managedFields", json()) !=
+                    o["metadata"].value("managedFields", json())) {
+           namespaceQueue_.add(nameOf(o));  // Bulkhead's hold on its Pod Security labels changed
          }
        },
        [this](const json& o) {
@@ -718,6 +747,15 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
     ++removed;
   }
 
+  // Pod Security: the governing policy's labels, or none (which takes Bulkhead's away).
+  ASSIGN_OR_RETURN(auto podSecurity,
+                   reconcilePodSecurity(*ns,
+                                        governing != nullptr ? policy::podSecurityLabels(*governing)
+                                                             : policy::Labels{},
+                                        before, pending));
+  writes += podSecurity == PodSecurityOutcome::kApplied ? 1 : 0;
+  awaitingWatch |= podSecurity == PodSecurityOutcome::kAwaitingWatch;
+
   NamespaceState after;
   after.policy = governing ? governing->name : "";
   after.generation = governing ? governing->generation : 0;
@@ -745,6 +783,38 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
     enqueueAllPolicies(kStatusDelay);
   }
   return okStatus();
+}
+
+StatusOr<SegmentationController::PodSecurityOutcome> SegmentationController::reconcilePodSecurity(
+    const json& ns, const policy::Labels& desired, const NamespaceState& before,
+    std::map<std::string, std::pair<size_t, MonoTime>>& pending) {
+  const std::string& manager = options_.podSecurityFieldManager;
+  if (policy::podSecurityLabelsInPlace(ns, desired, manager)) {
+    return PodSecurityOutcome::kInPlace;
+  }
+  const std::string name = nameOf(ns);
+  json object = policy::podSecurityApplyObject(name, ns["metadata"].value("uid", ""), desired);
+  const std::string pendingKey = "Namespace/" + name;
+  size_t content = std::hash<std::string>{}(object.dump());
+  if (auto p = before.pending.find(pendingKey);
+      p != before.pending.end() && p->second.first == content &&
+      clock_->monotonicNow() - p->second.second < kPendingWindow) {
+    pending[pendingKey] = p->second;  // applied moments ago; the watch will show it
+    return PodSecurityOutcome::kAwaitingWatch;
+  }
+  // Forced: the policy is the authority over a selected namespace's Pod Security level, so a
+  // value someone else set is taken over (and leaves with the policy). Without create on
+  // namespaces, an apply to a namespace deleted meanwhile fails rather than recreating it; the
+  // uid in the body refuses one recreated under the same name.
+  auto written = client_->apply(kube::resources::kNamespaces, object, manager, true, "");
+  apiWrites("Namespace", "apply").inc();
+  if (!written.ok()) {
+    return written.status().withContext("applying the Pod Security labels of namespace " + name);
+  }
+  log::debug("Pod Security labels applied",
+             {{"namespace", name}, {"labels", json(desired).dump()}});
+  pending[pendingKey] = {content, clock_->monotonicNow()};
+  return PodSecurityOutcome::kApplied;
 }
 
 Status SegmentationController::reconcilePolicy(const std::string& name) {
@@ -795,6 +865,19 @@ Status SegmentationController::cleanUpDeletedPolicy(const policy::SegmentationPo
   for (auto* inf : informers) {
     for (const auto& o : inf->store().byIndex(kPolicyIndex, p.name)) {
       namespaces.insert(namespaceOf(*o));
+    }
+  }
+  // Pod Security labels Bulkhead set are not indexed by policy: any namespace still carrying
+  // some that no policy wants any more (this one selects nothing now) waits for its reconcile.
+  auto all = policies();
+  for (const auto& ns : namespaces_->store().list()) {
+    if (terminating(*ns) ||
+        policy::labelsAppliedBy(*ns, options_.podSecurityFieldManager).empty()) {
+      continue;
+    }
+    const auto* gov = policy::governingPolicy(*all, namespaceFacts(*ns), options_.installNamespace);
+    if (gov == nullptr || policy::podSecurityLabels(*gov).empty()) {
+      namespaces.insert(nameOf(*ns));
     }
   }
   if (!namespaces.empty()) {

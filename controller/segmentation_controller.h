@@ -16,6 +16,7 @@
 #include "kube/events.h"
 #include "kube/informer.h"
 #include "kube/workqueue.h"
+#include "policy/pod_security.h"
 #include "policy/segmentation.h"
 
 namespace bulkhead::controller {
@@ -26,6 +27,8 @@ struct ControllerOptions {
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   int namespaceWorkers = 4;
   std::string fieldManager = "bulkhead";
+  // The field manager of the namespaces' Pod Security labels, and of nothing else.
+  std::string podSecurityFieldManager = policy::kPodSecurityFieldManager;
 };
 
 namespace resources {
@@ -51,6 +54,12 @@ inline const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1"
 // and a periodic resync catches anything missed. A third, exception-keyed reconciler keeps each
 // SegmentationException's status.phase (SPEC 1.3) current, at expiresAt to the second, with an
 // Event when one expires.
+//
+// The namespace reconciler also keeps each namespace's Pod Security labels
+// (policy/pod_security.h): applied with force under their own field manager while a policy wants
+// them, and taken away with an empty apply under that manager when none does, so labels Bulkhead
+// never set are never touched. The namespace informer keeps that manager's managedFields entry
+// (and no other) to tell whether the labels are Bulkhead's.
 class SegmentationController {
  public:
   SegmentationController(kube::ClientPtr client, ClockPtr clock,
@@ -89,6 +98,13 @@ class SegmentationController {
                  const std::function<void(const std::string&, const Status&)>& onError);
 
   Status reconcileNamespace(const std::string& ns);
+  enum class PodSecurityOutcome { kInPlace, kApplied, kAwaitingWatch };
+  // Part of reconcileNamespace: makes namespace `ns` carry the pod-security labels `desired`
+  // under the Pod Security field manager (none: takes Bulkhead's away). An apply the informer has
+  // not shown yet is kept in `pending`, as generated objects are.
+  StatusOr<PodSecurityOutcome> reconcilePodSecurity(
+      const nlohmann::json& ns, const policy::Labels& desired, const NamespaceState& before,
+      std::map<std::string, std::pair<size_t, MonoTime>>& pending);
   Status reconcilePolicy(const std::string& name);
   Status reconcileException(const std::string& key);
   void enqueueAllExceptions();

@@ -16,7 +16,8 @@ std::string lower(std::string s) {
 
 std::string inQuotes(const std::string& s) { return "\"" + s + "\""; }
 
-// Enforce denies; Warn and Audit allow and report.
+}  // namespace
+
 Decision applyMode(Mode mode, std::string message, std::vector<std::string> rules,
                    std::vector<std::string> perViolation) {
   if (mode == Mode::kEnforce) {
@@ -31,7 +32,6 @@ Decision applyMode(Mode mode, std::string message, std::vector<std::string> rule
   return d;
 }
 
-}  // namespace
 
 Decision decidePod(const PodReview& review) {
   if (review.governing == nullptr || review.pod == nullptr) {
@@ -45,6 +45,9 @@ Decision decidePod(const PodReview& review) {
   PodContext ctx;
   ctx.mtlsStrict = p.mtls == MtlsMode::kStrict && review.meshAvailable;
   ctx.ambient = review.namespaceLabels != nullptr && p.ambient(*review.namespaceLabels);
+  if (review.namespaceLabels != nullptr) {
+    ctx.injectionRequest = injectionRequest(review.pod->ns, *review.namespaceLabels);
+  }
   // A policy that denies nothing by default writes no default-deny: nothing to wait for then.
   ctx.defaultDenyExists =
       review.defaultDenyExists || (!p.network.denyIngress && !p.network.denyEgress);
@@ -98,8 +101,14 @@ Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
   if (before == nullptr) {
     return Decision::allow();
   }
-  if (governingPolicy(policies, {ns, newLabels}, installNamespace) != nullptr) {
-    return Decision::allow();
+  const SegmentationPolicy* after = governingPolicy(policies, {ns, newLabels}, installNamespace);
+  std::vector<std::string> weaker;
+  if (after != nullptr) {
+    // A policy still governs it: only a downgrade needs an approver.
+    weaker = weakenings(*before, *after);
+    if (weaker.empty()) {
+      return Decision::allow();
+    }
   }
   for (const auto& group : before->exceptions.approverGroups) {
     if (std::find(user.groups.begin(), user.groups.end(), group) != user.groups.end()) {
@@ -110,11 +119,22 @@ Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
   if (before->exceptions.approverGroups.empty()) {
     approvers = "an approver group (the policy has none)";
   }
-  return Decision::deny(
-      "bulkhead: this label change would take namespace " + inQuotes(ns) +
-          " out of every SegmentationPolicy (it is governed by " + inQuotes(before->name) +
-          ", rule namespaceSelection); only a member of " + approvers + " may do that",
-      {"namespaceSelection"});
+  std::string change;
+  if (after == nullptr) {
+    change = "take namespace " + inQuotes(ns) +
+             " out of every SegmentationPolicy (it is governed by " + inQuotes(before->name);
+  } else {
+    std::string list;
+    for (const auto& w : weaker) {
+      list += (list.empty() ? "" : ", ") + w;
+    }
+    change = "move namespace " + inQuotes(ns) + " from SegmentationPolicy " +
+             inQuotes(before->name) + " to the weaker " + inQuotes(after->name) + " (" + list;
+  }
+  return Decision::deny("bulkhead: this label change would " + change +
+                            ", rule namespaceSelection); only a member of " + approvers +
+                            " may do that",
+                        {"namespaceSelection"});
 }
 
 Decision decideService(const ServiceFacts& service, const SegmentationPolicy* governing,

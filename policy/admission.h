@@ -35,6 +35,11 @@ struct Decision {
 
 inline constexpr const char* kAuditAnnotationKey = "violations";
 
+// `message` (for `rules`) in `mode`: Enforce denies with it; Warn allows with the warnings
+// `perViolation`; Audit (and Warn) allow and record it in an audit annotation.
+Decision applyMode(Mode mode, std::string message, std::vector<std::string> rules,
+                   std::vector<std::string> perViolation);
+
 // A Pod or a workload's pod template in a namespace governed by `governing` (null: none governs,
 // always allowed). Applies the policy's mode: Enforce denies; Warn allows with one warning per
 // violation; Audit allows and records the violations in an audit annotation.
@@ -66,8 +71,10 @@ Decision decideGeneratedObjectChange(const std::string& operation, const std::st
                                      const std::string& controllerUsername,
                                      bool namespaceTerminating);
 
-// A namespace's labels changing from `oldLabels` to `newLabels`: refused when it leaves every
-// policy's selection, unless the user is in the approver groups of the policy that governed it.
+// A namespace's labels changing from `oldLabels` to `newLabels` (through the namespace or its
+// status or finalize subresource): refused when it leaves every policy's selection, or moves to a
+// policy weaker than the one that governed it (see weakenings()), unless the user is in the
+// approver groups of the policy that governed it.
 Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
                                const Labels& newLabels,
                                const std::vector<SegmentationPolicy>& policies,

@@ -58,6 +58,9 @@ std::optional<std::string_view> podTemplatePath(std::string_view kind) {
       kind == "ReplicaSet" || kind == "ReplicationController" || kind == "Job") {
     return std::string_view("spec.template");
   }
+  if (kind == "PodTemplate") {
+    return std::string_view("template");
+  }
   if (kind == "CronJob") {
     return std::string_view("spec.jobTemplate.spec.template");
   }

@@ -75,7 +75,8 @@ struct PodFacts {
 
 // Where the pod template of an object of `kind` is, as a field path prefix: "" for a Pod (the
 // pod itself), "spec.template" for Deployment, StatefulSet, DaemonSet, ReplicaSet,
-// ReplicationController and Job, "spec.jobTemplate.spec.template" for CronJob. Nullopt for kinds
+// ReplicationController and Job, "spec.jobTemplate.spec.template" for CronJob, "template" for a
+// PodTemplate (which controllers and tools stamp pods from). Nullopt for kinds
 // that carry no pod.
 std::optional<std::string_view> podTemplatePath(std::string_view kind);
 

@@ -1,6 +1,7 @@
 #include "policy/pod_rules.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 namespace bulkhead::policy {
@@ -9,6 +10,11 @@ namespace {
 constexpr std::string_view kInjectKey = "sidecar.istio.io/inject";
 constexpr std::string_view kTrafficPrefix = "traffic.sidecar.istio.io/";
 constexpr std::string_view kInterceptionModeKey = "sidecar.istio.io/interceptionMode";
+constexpr std::string_view kProxyConfigKey = "proxy.istio.io/config";
+constexpr std::string_view kProxyImageKey = "sidecar.istio.io/proxyImage";
+constexpr std::string_view kInjectTemplatesKey = "inject.istio.io/templates";
+// A pod label naming the control-plane revision whose injector should inject it.
+constexpr std::string_view kRevisionKey = "istio.io/rev";
 // Ambient opt-outs: a pod labelled out of ambient, or one whose inbound traffic skips ztunnel.
 constexpr std::string_view kAmbientOptOutValue = "none";
 constexpr std::string_view kBypassInboundKey = "ambient.istio.io/bypass-inbound-capture";
@@ -104,15 +110,69 @@ bool injectOptOut(std::string_view value) {
   return !(v.empty() || v == "y" || v == "yes" || v == "true" || v == "on");
 }
 
-// Does this annotation take the pod's traffic around its sidecar? See trafficAnnotationBypasses
-// for the traffic.sidecar.istio.io/ ones; an interception mode other than REDIRECT or TPROXY
-// (NONE) leaves traffic uncaptured.
-bool sidecarAnnotationBypasses(std::string_view key, std::string_view value) {
+// Does a proxy.istio.io/config override (ProxyConfig as YAML or JSON) set an interception mode
+// other than REDIRECT or TPROXY? Read without a YAML parser, failing closed: every
+// "interceptionMode" key in it counts, whatever its nesting.
+bool proxyConfigBypasses(std::string_view config) {
+  constexpr std::string_view kKey = "interceptionMode";
+  for (size_t at = config.find(kKey); at != std::string_view::npos;
+       at = config.find(kKey, at + kKey.size())) {
+    size_t i = at + kKey.size();
+    auto skip = [&](std::string_view chars) {
+      while (i < config.size() && chars.find(config[i]) != std::string_view::npos) {
+        ++i;
+      }
+    };
+    skip("\"' \t");
+    if (i >= config.size() || config[i] != ':') {
+      continue;  // the word, not a key
+    }
+    ++i;
+    skip("\"' \t");
+    size_t end = i;
+    while (end < config.size() && std::isalnum(static_cast<unsigned char>(config[end]))) {
+      ++end;
+    }
+    std::string_view mode = config.substr(i, end - i);
+    if (mode != "REDIRECT" && mode != "TPROXY") {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Capability names are ASCII letters and underscores. Anything else is refused rather than
+// folded: a runtime that upper-cases with Unicode rules reads "net_admın" (dotless i) as
+// NET_ADMIN.
+bool validCapabilityName(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+  });
+}
+
+// Does this annotation take the pod's traffic around its sidecar, or keep the sidecar from
+// capturing it? See trafficAnnotationBypasses for the traffic.sidecar.istio.io/ ones. An
+// interception mode other than REDIRECT or TPROXY (NONE), also inside a proxy.istio.io/config
+// override, leaves traffic uncaptured; a proxy image that is not the mesh's may capture nothing;
+// an injection template other than "sidecar" (a gateway, proxyless gRPC) injects no capturing
+// sidecar.
+bool sidecarAnnotationBypasses(std::string_view key, std::string_view value,
+                               const MeshSettings& mesh) {
   if (key.starts_with(kTrafficPrefix)) {
     return trafficAnnotationBypasses(key.substr(kTrafficPrefix.size()), value);
   }
   if (key == kInterceptionModeKey) {
     return value != "REDIRECT" && value != "TPROXY";
+  }
+  if (key == kProxyConfigKey) {
+    return proxyConfigBypasses(value);
+  }
+  if (key == kProxyImageKey) {
+    return std::find(mesh.proxyImages.begin(), mesh.proxyImages.end(), imageRepository(value)) ==
+           mesh.proxyImages.end();
+  }
+  if (key == kInjectTemplatesKey) {
+    return value != "sidecar";
   }
   return key == kInjectKey && injectOptOut(value);
 }
@@ -193,7 +253,8 @@ std::string fixHint(const PodFacts& pod, const Violation& v) {
     if (const ContainerFacts* c = containerAt(pod, v.path)) {
       for (const auto& added : c->addedCapabilities) {
         if (added.path == v.path) {
-          cap = normalizeCapability(added.value);
+          cap = validCapabilityName(added.value) ? normalizeCapability(added.value)
+                                                 : displayValue(added.value);
         }
       }
     }
@@ -205,6 +266,10 @@ std::string fixHint(const PodFacts& pod, const Violation& v) {
     }
     if (std::string_view key = keyOf(v.path, pod.annotations.path); !key.empty()) {
       return "remove the " + optOutKind(key) + " opt-out annotation " + std::string(key);
+    }
+    if (v.path.ends_with(".containers") || v.path == "spec.containers") {
+      return "let Istio's injector add its sidecar: check that the revision exists and its "
+             "injector is running, and create the pod again";
     }
     const bool podLevel = v.path == pod.runAsUser.path || v.path == pod.runAsGroup.path;
     const bool group = v.path.ends_with(".runAsGroup");
@@ -251,6 +316,18 @@ std::string normalizeCapability(std::string_view name) {
     }
   }
   return out;
+}
+
+std::string injectionRequest(const std::string& ns, const Labels& namespaceLabels) {
+  const std::string who = "namespace \"" + ns + "\"'s label ";
+  if (auto rev = namespaceLabels.find(std::string(kRevisionKey)); rev != namespaceLabels.end()) {
+    return who + std::string(kRevisionKey) + "=" + rev->second;
+  }
+  if (auto it = namespaceLabels.find("istio-injection");
+      it != namespaceLabels.end() && it->second == "enabled") {
+    return who + "istio-injection=enabled";
+  }
+  return "";
 }
 
 bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationPolicy& policy) {
@@ -360,6 +437,13 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
     for (const auto& c : pod.containers) {
       const MeshContainer mesh = meshContainer(c, policy.mesh);
       for (const auto& added : c.addedCapabilities) {
+        if (!validCapabilityName(added.value)) {
+          found.push_back({std::string(kForbiddenCapabilities), added.path,
+                           added.path + "=" + displayValue(added.value),
+                           "capability names are ASCII letters and underscores, and a container "
+                           "runtime may read this one as another capability"});
+          continue;
+        }
         std::string cap = normalizeCapability(added.value);
         // istio-init sets up the pod's iptables redirection: that takes these two, no more.
         if (mesh.role == MeshRole::kInit && (cap == "NET_ADMIN" || cap == "NET_RAW")) {
@@ -401,9 +485,29 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
         optOut(pod.labels, it->first, it->second);
       }
       for (const auto& [key, value] : pod.annotations.value) {
-        if (sidecarAnnotationBypasses(key, value)) {
+        if (sidecarAnnotationBypasses(key, value, policy.mesh)) {
           optOut(pod.annotations, key, value);
         }
+      }
+      // Injection was asked for (by the namespace or the pod) but the pod arrived without the
+      // injector's proxy: the injector was bypassed, failed, or knows no such revision. Only a
+      // Pod can tell: the injector mutates pods, never workload templates.
+      const bool optedOut = !found.empty();
+      std::string request = context.injectionRequest;
+      if (auto it = pod.labels.value.find(std::string(kRevisionKey));
+          it != pod.labels.value.end()) {
+        request = "its label " + std::string(kRevisionKey) + "=" + it->second;
+      } else if (auto inject = pod.labels.value.find(std::string(kInjectKey));
+                 request.empty() && inject != pod.labels.value.end() && inject->second == "true") {
+        // Istio's injector webhook selects pods by this label being exactly "true".
+        request = "its label " + std::string(kInjectKey) + "=" + inject->second;
+      }
+      if (pod.kind == "Pod" && !hasProxy && !optedOut && !request.empty()) {
+        std::string path = (pod.containers.empty() ? std::string("spec") : pod.containers[0].path);
+        path = path.substr(0, path.rfind('.')) + ".containers";
+        found.push_back({std::string(kRequireSidecar), path,
+                         path + " has no istio-proxy, though injection is requested by " + request,
+                         ""});
       }
       auto proxyId = [&](const Field<std::optional<int64_t>>& id, int64_t reserved,
                          std::string note) {

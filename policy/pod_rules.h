@@ -39,6 +39,9 @@ struct PodContext {
   // The namespace is in Istio's ambient mode: pods without an injected sidecar are held to the
   // ambient opt-outs instead of the sidecar ones.
   bool ambient = false;
+  // What asks Istio to inject the namespace's pods, as shown in a denial ("its label
+  // istio-injection=enabled"); empty when the namespace does not. See injectionRequest().
+  std::string injectionRequest;
   // The namespace's bulkhead-default-deny NetworkPolicy exists (requireSegmentedNamespace).
   bool defaultDenyExists = false;
   // Rule names exempted for this pod by active SegmentationExceptions.
@@ -58,6 +61,10 @@ struct Violation {
   std::string note = {};
   bool operator==(const Violation&) const = default;
 };
+
+// How a namespace with these labels asks Istio to inject its pods, for PodContext: istio.io/rev
+// (any revision) or istio-injection=enabled, as Istio's injector selects namespaces; "" if not.
+std::string injectionRequest(const std::string& ns, const Labels& namespaceLabels);
 
 // Do `a` and `b` agree on every label and annotation the rules of `policy` read (the required
 // labels, and the mesh's sidecar, traffic, ambient and proxy keys)?

@@ -159,6 +159,112 @@ bool SegmentationPolicy::ambient(const Labels& namespaceLabels) const {
   std::abort();
 }
 
+std::string_view modeName(Mode mode) {
+  switch (mode) {
+    case Mode::kEnforce: return "Enforce";
+    case Mode::kWarn: return "Warn";
+    case Mode::kAudit: return "Audit";
+  }
+  std::abort();
+}
+
+std::vector<std::string> weakenings(const SegmentationPolicy& from, const SegmentationPolicy& to) {
+  std::vector<std::string> out;
+  // Strictness ranks: a higher number protects more.
+  auto modeRank = [](Mode m) { return m == Mode::kEnforce ? 2 : m == Mode::kWarn ? 1 : 0; };
+  auto mtlsRank = [](MtlsMode m) {
+    return m == MtlsMode::kStrict ? 3 : m == MtlsMode::kPermissive ? 2 : m == MtlsMode::kDisable ? 1 : 0;
+  };
+  if (modeRank(to.mode) < modeRank(from.mode)) {
+    out.push_back("mode " + std::string(modeName(from.mode)) + " to " +
+                  std::string(modeName(to.mode)));
+  }
+  if (mtlsRank(to.mtls) < mtlsRank(from.mtls)) {
+    out.push_back("mTLS " + std::string(mtlsModeName(from.mtls)) + " to " +
+                  std::string(mtlsModeName(to.mtls)));
+  }
+  if (from.authorizationDefaultDeny && !to.authorizationDefaultDeny) {
+    out.push_back("authorization.defaultDeny off");
+  }
+  auto off = [&](const char* what, bool was, bool is) {
+    if (was && !is) {
+      out.push_back(std::string(what) + " off");
+    }
+  };
+  auto on = [&](const char* what, bool was, bool is) {
+    if (!was && is) {
+      out.push_back(std::string(what) + " on");
+    }
+  };
+  const NetworkSettings& a = from.network;
+  const NetworkSettings& b = to.network;
+  off("network.defaultDeny.ingress", a.denyIngress, b.denyIngress);
+  off("network.defaultDeny.egress", a.denyEgress, b.denyEgress);
+  on("network.allowSameNamespace", a.allowSameNamespace, b.allowSameNamespace);
+  auto tenantRank = [](TenantPolicies t) {
+    return t == TenantPolicies::kForbidden ? 2 : t == TenantPolicies::kSameNamespace ? 1 : 0;
+  };
+  if (tenantRank(b.tenantPolicies) < tenantRank(a.tenantPolicies)) {
+    out.push_back("network.tenantPolicies looser");
+  }
+  on("mesh.tenantConfiguration", from.mesh.tenantConfiguration, to.mesh.tenantConfiguration);
+  if (b.kubeApiPods && (!a.kubeApiPods || !(*a.kubeApiPods == *b.kubeApiPods))) {
+    out.push_back("network.allowKubeAPI opens the API server to other pods");
+  }
+  for (const auto& allow : b.baselineAllows) {
+    if (std::find(a.baselineAllows.begin(), a.baselineAllows.end(), allow) ==
+        a.baselineAllows.end()) {
+      out.push_back("network.baselineAllows adds or widens " + allow.name);
+    }
+  }
+  const PodRules& r = from.podRules;
+  const PodRules& t = to.podRules;
+  for (const auto& label : r.requiredLabels) {
+    if (std::find(t.requiredLabels.begin(), t.requiredLabels.end(), label) ==
+        t.requiredLabels.end()) {
+      out.push_back("podRules.requiredLabels drops " + label);
+    }
+  }
+  off("podRules.forbidHostNetwork", r.forbidHostNetwork, t.forbidHostNetwork);
+  off("podRules.forbidHostPorts", r.forbidHostPorts, t.forbidHostPorts);
+  off("podRules.forbidHostPIDIPC", r.forbidHostPIDIPC, t.forbidHostPIDIPC);
+  off("podRules.forbidPrivileged", r.forbidPrivileged, t.forbidPrivileged);
+  off("podRules.requireSidecar", r.requireSidecar, t.requireSidecar);
+  off("podRules.requireSegmentedNamespace", r.requireSegmentedNamespace,
+      t.requireSegmentedNamespace);
+  for (const auto& cap : r.forbiddenCapabilities) {
+    if (std::find(t.forbiddenCapabilities.begin(), t.forbiddenCapabilities.end(), cap) ==
+            t.forbiddenCapabilities.end() &&
+        std::find(t.forbiddenCapabilities.begin(), t.forbiddenCapabilities.end(), "ALL") ==
+            t.forbiddenCapabilities.end()) {
+      out.push_back("podRules.forbiddenCapabilities drops " + cap);
+    }
+  }
+  for (const auto& image : to.mesh.proxyImages) {
+    if (std::find(from.mesh.proxyImages.begin(), from.mesh.proxyImages.end(), image) ==
+        from.mesh.proxyImages.end()) {
+      out.push_back("mesh.proxyImages trusts " + image);
+    }
+  }
+  // Pod Security: Unmanaged leaves the namespace's labels to its owners, so it ranks lowest.
+  auto podSecurityRank = [](PodSecurityLevel l) {
+    return l == PodSecurityLevel::kRestricted ? 3
+           : l == PodSecurityLevel::kBaseline ? 2
+           : l == PodSecurityLevel::kPrivileged ? 1
+                                                 : 0;
+  };
+  if (podSecurityRank(to.podSecurity.enforce) < podSecurityRank(from.podSecurity.enforce)) {
+    out.push_back("podSecurity.enforce lower");
+  }
+  if (to.exceptions.maxDuration > from.exceptions.maxDuration) {
+    out.push_back("exceptions.maxDuration longer");
+  }
+  if (!from.exceptions.approverGroups.empty() && to.exceptions.approverGroups.empty()) {
+    out.push_back("exceptions need no approval");
+  }
+  return out;
+}
+
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const json& object) {
   // The object comes from the API server or a user; a field of an unexpected JSON type makes
   // nlohmann throw, which must end as an Invalid error here, never cross this function.
@@ -238,6 +344,18 @@ StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& objec
     }
   }
 
+  std::string tenant = net.value("tenantPolicies", "SameNamespace");
+  if (tenant == "SameNamespace") {
+    p.network.tenantPolicies = TenantPolicies::kSameNamespace;
+  } else if (tenant == "Unrestricted") {
+    p.network.tenantPolicies = TenantPolicies::kUnrestricted;
+  } else if (tenant == "Forbidden") {
+    p.network.tenantPolicies = TenantPolicies::kForbidden;
+  } else {
+    return invalidError("spec.network.tenantPolicies: \"" + tenant +
+                        "\" is not SameNamespace, Unrestricted or Forbidden");
+  }
+
   std::string mtls = objectOrEmpty(spec, "mtls").value("mode", "STRICT");
   if (mtls == "STRICT") {
     p.mtls = MtlsMode::kStrict;
@@ -271,6 +389,34 @@ StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& objec
     image = imageRepository(image);  // compared as containers' images are: "istio/x" is docker.io's
   }
   RETURN_IF_ERROR(optionalField(mesh, "waypoints", "spec.mesh", &p.mesh.waypoints));
+  std::string tenantConfig = mesh.value("tenantConfiguration", "Forbidden");
+  if (tenantConfig != "Forbidden" && tenantConfig != "Allowed") {
+    return invalidError("spec.mesh.tenantConfiguration: \"" + tenantConfig +
+                        "\" is not Forbidden or Allowed");
+  }
+  p.mesh.tenantConfiguration = tenantConfig == "Allowed";
+
+  const json& podSecurity = objectOrEmpty(spec, "podSecurity");
+  std::string level = podSecurity.value("enforce", "baseline");
+  if (level == "baseline") {
+    p.podSecurity.enforce = PodSecurityLevel::kBaseline;
+  } else if (level == "restricted") {
+    p.podSecurity.enforce = PodSecurityLevel::kRestricted;
+  } else if (level == "privileged") {
+    p.podSecurity.enforce = PodSecurityLevel::kPrivileged;
+  } else if (level == "Unmanaged") {
+    p.podSecurity.enforce = PodSecurityLevel::kUnmanaged;
+  } else {
+    return invalidError("spec.podSecurity.enforce: \"" + level +
+                        "\" is not baseline, restricted, privileged or Unmanaged");
+  }
+  RETURN_IF_ERROR(
+      optionalField(podSecurity, "version", "spec.podSecurity", &p.podSecurity.version));
+  static const std::regex kPodSecurityVersion(R"(^(latest|v1\.[0-9]+)$)");
+  if (!std::regex_match(p.podSecurity.version, kPodSecurityVersion)) {
+    return invalidError("spec.podSecurity.version: \"" + p.podSecurity.version +
+                        "\" is not latest or v1.<minor>");
+  }
 
   const json& rules = objectOrEmpty(spec, "podRules");
   const std::string rp = "spec.podRules";

@@ -24,6 +24,8 @@ inline constexpr const char* kFinalizer = "bulkhead.dev/cleanup";
 enum class Mode { kEnforce, kWarn, kAudit };
 enum class MtlsMode { kStrict, kPermissive, kDisable, kUnmanaged };
 enum class Direction { kIngress, kEgress };
+// What tenants may write as NetworkPolicies in a selected namespace (see tenant_objects.h).
+enum class TenantPolicies { kSameNamespace, kUnrestricted, kForbidden };
 // How a namespace's pods join the mesh: Istio sidecars, or ambient mode (ztunnel and waypoints).
 // kFromNamespace follows the namespace's istio.io/dataplane-mode label, as Istio does.
 enum class DataplaneMode { kFromNamespace, kSidecar, kAmbient };
@@ -60,6 +62,7 @@ struct NetworkSettings {
   bool allowMeshControlPlane = true;
   std::optional<LabelSelector> kubeApiPods;  // allowKubeAPI.podSelector; unset by default
   std::vector<BaselineAllow> baselineAllows;
+  TenantPolicies tenantPolicies = TenantPolicies::kSameNamespace;
   bool operator==(const NetworkSettings&) const = default;
 };
 
@@ -86,7 +89,20 @@ struct MeshSettings {
   std::vector<std::string> proxyImages = kDefaultProxyImages;
   // The waypoint Gateways of each ambient namespace (their ServiceAccounts have the same name).
   std::vector<std::string> waypoints{"waypoint"};
+  // Tenants may write EnvoyFilters and Sidecars (mesh.tenantConfiguration: Allowed).
+  bool tenantConfiguration = false;
   bool operator==(const MeshSettings&) const = default;
+};
+
+// The Pod Security Standard Kubernetes' own PodSecurity admission enforces in the selected
+// namespaces, through the namespace labels the controller sets (policy/pod_security.h).
+// kUnmanaged: Bulkhead sets no such label.
+enum class PodSecurityLevel { kPrivileged, kBaseline, kRestricted, kUnmanaged };
+
+struct PodSecuritySettings {
+  PodSecurityLevel enforce = PodSecurityLevel::kBaseline;
+  std::string version = "latest";  // "latest" or "v1.<minor>", as the enforce-version label
+  bool operator==(const PodSecuritySettings&) const = default;
 };
 
 struct ExceptionSettings {
@@ -111,6 +127,7 @@ struct SegmentationPolicy {
   MtlsMode mtls = MtlsMode::kStrict;
   bool authorizationDefaultDeny = false;
   MeshSettings mesh;
+  PodSecuritySettings podSecurity;
   PodRules podRules;
   ExceptionSettings exceptions;
 
@@ -125,5 +142,12 @@ struct SegmentationPolicy {
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const nlohmann::json& object);
 
 std::string_view mtlsModeName(MtlsMode mode);
+std::string_view modeName(Mode mode);
+
+// How `to` protects a namespace less than `from`, one phrase per weaker setting ("mode Enforce
+// to Audit", "mTLS STRICT to PERMISSIVE", "podRules.forbidHostNetwork off", "network
+// baselineAllows adds bulkhead-baseline-x"); empty when `to` is at least as strict in every
+// setting. A namespace moved from `from` to `to` is a downgrade when this is not empty.
+std::vector<std::string> weakenings(const SegmentationPolicy& from, const SegmentationPolicy& to);
 
 }  // namespace bulkhead::policy

@@ -3,8 +3,9 @@
 # (etcd + kube-apiserver), installs Bulkhead with its Helm chart (real Helm), runs `bulkhead`
 # locally as the chart's ServiceAccount (a real token) with the chart's Deployment args, the
 # chart's webhook configuration pointed at it, and runs the end-to-end suite: namespaces
-# segmented, a hostNetwork pod rejected, a Warn-mode warning, a SegmentationException honoured
-# then expiring, generated objects guarded, drift repaired, recovery from a lost webhook.
+# segmented, a hostNetwork pod rejected, a Warn-mode warning, Pod Security labels set and enforced
+# by the API server, a SegmentationException honoured then expiring, generated objects guarded,
+# drift repaired, recovery from a lost webhook.
 #
 #   scripts/demo.sh          run and clean up; exits non-zero if any check failed
 #   scripts/demo.sh --keep   leave everything running and print how to use it

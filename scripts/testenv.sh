@@ -12,8 +12,10 @@
 #                           them when process PID exits, however it exits. DIR/env also names
 #                           CRDs for `kubectl apply -f`: TESTENV_ISTIO_CRDS (a file),
 #                           TESTENV_CERT_MANAGER_CRDS (a directory: Certificate and Issuer),
-#                           TESTENV_SERVICEMONITOR_CRD (a file); and TESTENV_ISTIO_INJECT, Istio's
-#                           own sidecar injector as a command (tests/tools/istio-inject/main.go)
+#                           TESTENV_SERVICEMONITOR_CRD (a file); TESTENV_ISTIO_INJECT, Istio's
+#                           own sidecar injector as a command (tests/tools/istio-inject/main.go);
+#                           and TESTENV_POD_SECURITY_FIXTURES, Kubernetes' own Pod Security
+#                           fixtures for this control plane's version: LEVEL/{pass,fail}/*.yaml
 #   testenv.sh stop DIR     stop exactly the processes started in DIR and remove DIR
 #   testenv.sh apiserver-stop DIR / apiserver-start DIR
 #                           stop or start only the kube-apiserver (same port, same etcd)
@@ -47,6 +49,9 @@ ISTIO_INJECT="$ISTIO_INJECT_DIR/istio-inject"
 CERT_MANAGER_CRDS="$CACHE_ROOT/cert-manager-crds-$CERT_MANAGER_VERSION"
 PROM_OPERATOR_DIR="$CACHE_ROOT/prometheus-operator-$PROM_OPERATOR_VERSION"
 SERVICEMONITOR_CRD="$PROM_OPERATOR_DIR/monitoring.coreos.com_servicemonitors.yaml"
+# k8s.io/pod-security-admission is a staging module of the same release as kube-apiserver.
+POD_SECURITY_VERSION="v0.${K8S_VERSION#v1.}"
+POD_SECURITY_FIXTURES="$CACHE_ROOT/pod-security-fixtures-$POD_SECURITY_VERSION"
 CERT_MANAGER_CRD_FILES="cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
@@ -206,6 +211,29 @@ fetch_servicemonitor_crd() {
     "$SERVICEMONITOR_CRD"
 }
 
+# Kubernetes' own Pod Security fixtures, from k8s.io/pod-security-admission's test/testdata
+# (LEVEL/v1.MINOR/{pass,fail}/*.yaml, generated upstream by its TestFixtures): only those of this
+# control plane's minor version, which is what the level's "latest" checks on it.
+fetch_pod_security_fixtures() {
+  [ -s "$POD_SECURITY_FIXTURES/README.md" ] && return 0
+  log "extracting Pod Security fixtures from k8s.io/pod-security-admission $POD_SECURITY_VERSION"
+  local dir minor level tmp="$POD_SECURITY_FIXTURES.tmp"
+  dir=$(module_dir "k8s.io/pod-security-admission@$POD_SECURITY_VERSION")
+  minor="${K8S_VERSION#v}"; minor="v${minor%.*}"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  for level in baseline restricted; do
+    [ -d "$dir/test/testdata/$level/$minor/pass" ] && [ -d "$dir/test/testdata/$level/$minor/fail" ] ||
+      die "$dir/test/testdata/$level/$minor has no pass and fail fixtures"
+    cp -r "$dir/test/testdata/$level/$minor" "$tmp/$level"
+  done
+  printf 'Pod Security fixtures for %s from k8s.io/pod-security-admission %s test/testdata.\n' \
+    "$minor" "$POD_SECURITY_VERSION" > "$tmp/README.md"
+  chmod -R u+w,a+rX "$tmp"
+  rm -rf "$POD_SECURITY_FIXTURES"
+  mv "$tmp" "$POD_SECURITY_FIXTURES"
+}
+
 # tests/tools/istio-inject: Istio's own sidecar injector (and waypoint deployment controller) as
 # a command, built against istio.io/istio $ISTIO_VERSION in a throwaway wrapper module. Skipped
 # when the binary reports that version and the sha256 of the current main.go (stamped at build).
@@ -253,6 +281,7 @@ cmd_build() {
   fetch_istio_crds
   fetch_cert_manager_crds
   fetch_servicemonitor_crd
+  fetch_pod_security_fixtures
   build_etcd
   build_helm
   build_kubernetes
@@ -271,6 +300,7 @@ cmd_paths() {
   echo "CERT_MANAGER_CRDS=$CERT_MANAGER_CRDS"
   echo "SERVICEMONITOR_CRD=$SERVICEMONITOR_CRD"
   echo "ISTIO_INJECT=$ISTIO_INJECT"
+  echo "POD_SECURITY_FIXTURES=$POD_SECURITY_FIXTURES"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +473,7 @@ export TESTENV_ISTIO_CRDS='$ISTIO_CRDS'
 export TESTENV_ISTIO_INJECT='$ISTIO_INJECT'
 export TESTENV_CERT_MANAGER_CRDS='$CERT_MANAGER_CRDS'
 export TESTENV_SERVICEMONITOR_CRD='$SERVICEMONITOR_CRD'
+export TESTENV_POD_SECURITY_FIXTURES='$POD_SECURITY_FIXTURES'
 export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
 export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
 ENV

@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "policy/segmentation.h"
+#include "policy/tenant_objects.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -18,6 +19,8 @@ const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationex
 
 const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentications",
                                                "authorizationpolicies"};
+// Mesh configuration tenants may write only where the policy allows it.
+const std::set<std::string> kTenantMeshKinds = {"envoyfilters", "sidecars"};
 
 metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
                                 const std::string& mode) {
@@ -34,6 +37,15 @@ metrics::Histogram& duration() {
                                   "Time to decide one admission review.", {})
                        .labels({});
   return h;
+}
+
+// The API server admits nothing into a namespace that does not exist, so a namespace missing
+// from the cache means the cache is merely behind (the namespace was created a moment ago). Its
+// labels decide everything: refuse, retryably, rather than guess.
+policy::Decision namespaceUnknown(const std::string& ns) {
+  return policy::Decision::deny(
+      "bulkhead: namespace \"" + ns + "\" is not in the webhook's cache yet; retry in a moment",
+      {"namespaceUnknown"});
 }
 
 HttpResponse text(int status, std::string message) {
@@ -137,6 +149,17 @@ const policy::SegmentationPolicy* AdmissionHandler::governing(
   return policy::governingPolicy(all, facts, options_.installNamespace);
 }
 
+policy::Decision AdmissionHandler::decideTenantObject(
+    const AdmissionRequest& req, const std::vector<policy::SegmentationPolicy>& all) const {
+  if (req.user.username == options_.controllerUsername) {
+    return policy::Decision::allow();
+  }
+  if (!namespaces_->store().contains(req.ns)) {
+    return namespaceUnknown(req.ns);
+  }
+  return policy::decideTenantObject(req.kind, req.ns, req.name, req.object, governing(all, req.ns));
+}
+
 policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
   auto snapshot = policies();
   const std::vector<policy::SegmentationPolicy>& all = *snapshot;
@@ -153,12 +176,7 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
       facts->name = req.name;
     }
     if (!namespaces_->store().contains(req.ns)) {
-      // The API server admits nothing into a namespace that does not exist, so this cache is
-      // merely behind (the namespace was created a moment ago). Its labels decide everything:
-      // refuse, retryably, rather than guess.
-      return policy::Decision::deny("bulkhead: namespace \"" + req.ns +
-                                        "\" is not in the webhook's cache yet; retry in a moment",
-                                    {"namespaceUnknown"});
+      return namespaceUnknown(req.ns);
     }
     const policy::SegmentationPolicy* gov = governing(all, req.ns);
     std::vector<policy::SegmentationException> exceptions;
@@ -192,6 +210,12 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
   }
   if (kGeneratedKinds.contains(resource) &&
       (req.operation == "UPDATE" || req.operation == "DELETE")) {
+    const policy::Labels oldLabels = policy::labelsOf(req.oldObject);
+    auto managed = oldLabels.find(policy::kManagedByLabel);
+    if (req.operation == "UPDATE" &&
+        (managed == oldLabels.end() || managed->second != policy::kManagedByValue)) {
+      return decideTenantObject(req, all);  // a tenant's own object
+    }
     kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
     const bool terminating = nsObj != nullptr && nsObj->contains("metadata") &&
                              (*nsObj)["metadata"].contains("deletionTimestamp") &&
@@ -200,12 +224,19 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
                                                policy::labelsOf(req.oldObject), req.user.username,
                                                options_.controllerUsername, terminating);
   }
+  if ((kGeneratedKinds.contains(resource) || kTenantMeshKinds.contains(resource)) &&
+      (req.operation == "CREATE" || req.operation == "UPDATE")) {
+    return decideTenantObject(req, all);
+  }
   if (resource == "namespaces" && req.operation == "UPDATE") {
     return policy::decideNamespaceLabels(req.name, policy::labelsOf(req.oldObject),
                                          policy::labelsOf(req.object), all,
                                          options_.installNamespace, req.user);
   }
   if (resource == "services" && (req.operation == "CREATE" || req.operation == "UPDATE")) {
+    if (!namespaces_->store().contains(req.ns)) {
+      return namespaceUnknown(req.ns);  // externalIPs are refused in selected namespaces
+    }
     policy::ServiceFacts svc;
     svc.name = req.name;
     svc.ns = req.ns;

@@ -48,6 +48,9 @@ class AdmissionHandler {
   void rebuildPolicies();
   const policy::SegmentationPolicy* governing(const std::vector<policy::SegmentationPolicy>& all,
                                               const std::string& ns) const;
+  // A NetworkPolicy, Istio policy or mesh configuration written by anyone but the controller.
+  policy::Decision decideTenantObject(const AdmissionRequest& req,
+                                      const std::vector<policy::SegmentationPolicy>& all) const;
 
   kube::ClientPtr client_;
   ClockPtr clock_;

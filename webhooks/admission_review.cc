@@ -137,7 +137,7 @@ bool isPodLike(std::string_view resource, std::string_view subResource) {
   return subResource.empty() &&
          (resource == "deployments" || resource == "statefulsets" || resource == "daemonsets" ||
           resource == "replicasets" || resource == "jobs" || resource == "cronjobs" ||
-          resource == "replicationcontrollers");
+          resource == "replicationcontrollers" || resource == "podtemplates");
 }
 
 StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {

@@ -251,6 +251,9 @@ expect_can no list "$vwc"
 expect_can no update "$vwc/some-other-webhook"
 expect_can no create "$vwc"
 expect_can no delete "$vwc/$release"
+# Pod Security labels: server-side apply (patch) on any namespace; never create, update or delete.
+expect_can yes patch namespaces/any-namespace
+for verb in create update delete; do expect_can no "$verb" namespaces; done
 
 # What bulkhead (or cert-manager's cainjector) does at run time: write the CA into caBundle.
 ca_bundle=$(base64 -w0 <"$TESTENV_CA")

@@ -16,16 +16,19 @@ import sys
 RELEASE = "bulkhead"  # also the full name: the release name contains the chart name
 SECRET = "bulkhead-webhook-tls"
 
-# SPEC 3.1, exactly: (apiGroups, apiVersions, resources, operations), every one with scope "*".
+# The guarded resources, exactly: (apiGroups, apiVersions, resources, operations), every one with scope "*".
 EXPECTED_RULES = [
-    ([""], ["v1"], ["pods", "pods/ephemeralcontainers", "services"], ["CREATE", "UPDATE"]),
+    ([""], ["v1"], ["pods", "pods/ephemeralcontainers", "services", "replicationcontrollers",
+                    "podtemplates"], ["CREATE", "UPDATE"]),
     (["apps"], ["v1"], ["deployments", "statefulsets", "daemonsets", "replicasets"],
      ["CREATE", "UPDATE"]),
     (["batch"], ["v1"], ["jobs", "cronjobs"], ["CREATE", "UPDATE"]),
-    ([""], ["v1"], ["namespaces"], ["UPDATE"]),
-    (["networking.k8s.io"], ["v1"], ["networkpolicies"], ["UPDATE", "DELETE"]),
+    ([""], ["v1"], ["namespaces", "namespaces/status", "namespaces/finalize"], ["UPDATE"]),
+    (["networking.k8s.io"], ["v1"], ["networkpolicies"], ["CREATE", "UPDATE", "DELETE"]),
     (["security.istio.io"], ["v1"], ["peerauthentications", "authorizationpolicies"],
-     ["UPDATE", "DELETE"]),
+     ["CREATE", "UPDATE", "DELETE"]),
+    (["networking.istio.io"], ["v1", "v1alpha3"], ["envoyfilters", "sidecars"],
+     ["CREATE", "UPDATE"]),
     (["bulkhead.dev"], ["v1alpha1"], ["segmentationexceptions"], ["CREATE", "UPDATE"]),
 ]
 STANDARD_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance",

@@ -56,11 +56,12 @@ nothing_generated_in() {
   [ -z "$(kubectl get networkpolicies,peerauthentications -n "$1" -l app.kubernetes.io/managed-by=bulkhead -o name)" ]
 }
 
-step "Namespaces and two SegmentationPolicies: baseline (Enforce) and lenient (Warn)"
+step "Namespaces and three SegmentationPolicies: baseline (Enforce), lenient (Warn), hardened"
 for ns in shop payments lab blog; do
   kubectl get namespace "$ns" >/dev/null 2>&1 || run kubectl create namespace "$ns"
 done
-run kubectl label --overwrite namespace shop payments zero-trust=on
+run kubectl label --overwrite namespace shop zero-trust=on
+run kubectl label --overwrite namespace payments zero-trust=strict
 run kubectl label --overwrite namespace lab zero-trust=warn
 show "kubectl apply -f - (policies)"
 kubectl apply -f - <<'YAML'
@@ -69,6 +70,9 @@ kind: SegmentationPolicy
 metadata: {name: baseline}
 spec:
   namespaceSelector: {matchLabels: {zero-trust: "on"}}
+  # shop runs a node agent on the host network (below). Pod Security's baseline level would have
+  # the API server refuse it before Bulkhead is asked, whatever exception Bulkhead grants.
+  podSecurity: {enforce: privileged}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -76,9 +80,19 @@ metadata: {name: lenient}
 spec:
   mode: Warn
   namespaceSelector: {matchLabels: {zero-trust: "warn"}}
+  # Warn softens Bulkhead's own rules only; nothing is refused here while migrating.
+  podSecurity: {enforce: privileged}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: hardened}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: "strict"}}
+  # podSecurity defaults to {enforce: baseline, version: latest}
 YAML
-until_true 60 ready baseline && pass "policy baseline is Ready" || fail "policy baseline is not Ready"
-until_true 60 ready lenient && pass "policy lenient is Ready" || fail "policy lenient is not Ready"
+for p in baseline lenient hardened; do
+  until_true 60 ready $p && pass "policy $p is Ready" || fail "policy $p is not Ready"
+done
 
 step "What Bulkhead generated (nothing in blog, which no policy selects)"
 run kubectl get segpol
@@ -109,6 +123,41 @@ if [ $rc -eq 0 ] && grep -q '^Warning: bulkhead: pod "tool-1" in namespace "lab"
   pass "admitted with an admission warning"
 else
   fail "no Warn-mode warning"
+fi
+
+step "Pod Security composed in: the API server's own admission enforces each policy's level"
+# pod_volume NAME NAMESPACE: a pod that mounts a directory of the node (Bulkhead has no rule on it).
+pod_volume() {
+  pod "$1" "$2" '"volumes":[{"name":"data","hostPath":{"path":"/var/lib/data"}}],'
+}
+psa_label() {
+  kubectl get namespace "$1" -o jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enforce}'
+}
+psa_label_is() { [ "$(psa_label "$1")" = "$2" ]; }
+refused_by_pod_security() {
+  local o
+  o=$(pod_volume probe payments | kubectl create --dry-run=server -f - 2>&1) && return 1
+  grep -q 'violates PodSecurity "baseline:latest"' <<<"$o"
+}
+until_true 30 psa_label_is payments baseline && until_true 30 psa_label_is shop privileged &&
+  pass "Bulkhead labelled payments baseline and shop privileged" ||
+  fail "the Pod Security labels are not what the policies say"
+run kubectl get namespaces shop payments lab blog -L pod-security.kubernetes.io/enforce,pod-security.kubernetes.io/enforce-version
+# PodSecurity admission reads namespace labels from a cache of its own: a moment after the label.
+until_true 30 refused_by_pod_security || true
+show "pod web-2 in payments with a hostPath volume | kubectl create -f -"
+set +e; out=$(pod_volume web-2 payments | kubectl create -f - 2>&1); rc=$?; set -e
+printf '%s\n' "$out"
+if [ $rc -ne 0 ] && grep -q 'violates PodSecurity "baseline:latest": hostPath volumes (volume "data")' <<<"$out"; then
+  pass "a hostPath volume in payments: refused by the API server's PodSecurity (baseline)"
+else
+  fail "a hostPath pod in payments was not refused by Pod Security"
+fi
+run create_pod web-3 payments '"hostNetwork":true,'
+if [ $rc -ne 0 ] && grep -q 'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' <<<"$out"; then
+  pass "a hostNetwork pod in payments: refused by Pod Security first, before Bulkhead is asked"
+else
+  fail "a hostNetwork pod in payments was not refused by Pod Security"
 fi
 
 step "A SegmentationException lets one agent use the host network, for 20 seconds"
@@ -187,13 +236,16 @@ run kubectl delete segpol lenient
 until_true 30 nothing_generated_in lab &&
   pass "lab is no longer segmented" || fail "objects were left in lab"
 run kubectl get networkpolicies -n lab
+until_true 30 psa_label_is lab "" && pass "lab's Pod Security labels are gone too" ||
+  fail "lab still carries the Pod Security labels Bulkhead set"
 
 if [ "${E2E_KEEP:-0}" != 1 ]; then
   step "Cleaning up what the suite created"
   kubectl delete pod web-1 agent-1 -n shop --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl delete pod tool-1 -n lab --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete pod web-2 web-3 -n payments --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl delete segex node-agent -n shop --ignore-not-found >/dev/null
-  kubectl delete segpol baseline lenient --ignore-not-found >/dev/null
+  kubectl delete segpol baseline lenient hardened --ignore-not-found >/dev/null
   kubectl label namespace shop payments lab zero-trust- >/dev/null
 fi
 

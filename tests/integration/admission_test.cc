@@ -8,7 +8,6 @@
 #include <functional>
 #include <thread>
 
-#include "tests/support/bench_util.h"
 #include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
 
@@ -42,16 +41,7 @@ std::string pod(const std::string& name, const std::string& ns, const std::strin
 // One webhook process for the whole binary (its registration is cluster-wide).
 BulkheadProcess& webhook() {
   static BulkheadProcess* process = [] {
-    // Istio is served from the start, so STRICT mTLS (and requireSidecar) applies.
-    auto istio = ControlPlane::get().shell(
-        "kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait "
-        "--for condition=established --timeout=60s crd/peerauthentications.security.istio.io");
-    REQUIRE_MESSAGE(istio.exitCode == 0, istio.err);
-    const int port = freePort();
-    installChart(port);
-    auto* p = new BulkheadProcess("webhook", webhookArgs(port));
-    ControlPlane::atTeardown([p] { delete p; });
-    REQUIRE(p->waitForLog("serving the admission webhook", 60));
+    BulkheadProcess* p = &servingBulkhead("webhook");
     auto policies = kubectl({"apply", "-f", "-"}, R"(
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy

@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "policy/segmentation.h"
-#include "tests/support/bench_util.h"
 #include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
 
@@ -50,15 +49,7 @@ std::string timeFromNow(const std::string& offset) {
 // Bulkhead (webhook and controllers) and the real kube-controller-manager, once per binary.
 BulkheadProcess& bulkhead() {
   static BulkheadProcess* process = [] {
-    auto istio = shell(
-        "kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait "
-        "--for condition=established --timeout=60s crd/peerauthentications.security.istio.io");
-    REQUIRE_MESSAGE(istio.exitCode == 0, istio.err);
-    const int port = freePort();
-    installChart(port);
-    auto* p = new BulkheadProcess("bulkhead", webhookArgs(port));
-    ControlPlane::atTeardown([p] { delete p; });
-    REQUIRE(p->waitForLog("serving the admission webhook", 60));
+    BulkheadProcess* p = &servingBulkhead("bulkhead");
     REQUIRE(ControlPlane::get().startControllerManager("namespace,job,garbagecollector"));
     auto policies = kubectl({"apply", "-f", "-"}, R"(
 apiVersion: bulkhead.dev/v1alpha1

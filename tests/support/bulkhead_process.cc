@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "tests/support/bench_util.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead::testing {
@@ -72,6 +73,18 @@ const std::string& serviceAccountDir() {
     return d;
   }();
   return dir;
+}
+
+BulkheadProcess& servingBulkhead(const std::string& logName) {
+  run("kubectl apply --server-side -f \"$TESTENV_ISTIO_CRDS\" >/dev/null && kubectl wait "
+      "--for condition=established --timeout=60s crd/peerauthentications.security.istio.io "
+      ">/dev/null");
+  const int port = freePort();
+  installChart(port);
+  auto* p = new BulkheadProcess(logName, webhookArgs(port));
+  ControlPlane::atTeardown([p] { delete p; });
+  REQUIRE(p->waitForLog("serving the admission webhook", 60));
+  return *p;
 }
 
 BulkheadProcess::BulkheadProcess(const std::string& logName,

@@ -45,4 +45,10 @@ class BulkheadProcess {
   std::string log_;
 };
 
+// The deployment the admission tests need, once per binary: Istio's CRDs established (so STRICT
+// mTLS, and requireSidecar, apply), the chart installed with its webhook on a free loopback port,
+// and one BulkheadProcess (webhook and leader-elected controllers) serving it, stopped at
+// teardown. Logs to <logName>.log.
+BulkheadProcess& servingBulkhead(const std::string& logName);
+
 }  // namespace bulkhead::testing

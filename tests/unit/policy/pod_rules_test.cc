@@ -542,7 +542,18 @@ TEST_CASE("requireSidecar: opt-out labels and annotations in a STRICT namespace"
                 kTail +
                 "remove the sidecar opt-out label sidecar.istio.io/inject or request a "
                 "SegmentationException"});
+  // Asking for injection and arriving without the injector's proxy: injection failed or was
+  // bypassed.
   pod["metadata"]["labels"]["sidecar.istio.io/inject"] = "true";
+  CHECK(denials(pod) ==
+        Strings{"bulkhead: pod \"web-1\" in namespace \"shop\" violates requireSidecar "
+                "(spec.containers has no istio-proxy, though injection is requested by its "
+                "label sidecar.istio.io/inject=true)" +
+                kTail +
+                "let Istio's injector add its sidecar: check that the revision exists and its "
+                "injector is running, and create the pod again or request a "
+                "SegmentationException"});
+  pod["metadata"]["labels"]["sidecar.istio.io/inject"] = "yes";  // not what the injector selects
   CHECK(violations(pod).empty());
 
   pod = compliantPod();
@@ -611,7 +622,7 @@ TEST_CASE("requireSidecar: opt-out labels and annotations in a STRICT namespace"
     p["metadata"]["annotations"] = {{"sidecar.istio.io/inject", value}};
     CHECK(rulesOf(violations(p)) == Strings{"requireSidecar"});
   }
-  for (const char* value : {"true", "True", "yes", "y", "on", ""}) {
+  for (const char* value : {"True", "yes", "y", "on", ""}) {
     CAPTURE(value);
     json p = compliantPod();
     p["metadata"]["labels"]["sidecar.istio.io/inject"] = value;

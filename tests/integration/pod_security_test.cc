@@ -1,0 +1,405 @@
+// Pod Security composed in, through the real API server with the chart installed and Bulkhead
+// serving: the controller sets a selected namespace's pod-security labels with server-side apply
+// under its own field manager, and takes exactly those away again; in such a namespace the API
+// server's own PodSecurity admission refuses every baseline "fail" fixture of Kubernetes' own Pod
+// Security tests and admits every "pass" fixture (k8s.io/pod-security-admission's test/testdata of
+// this control plane's version, fetched by scripts/testenv.sh into
+// $TESTENV_POD_SECURITY_FIXTURES).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kube/client.h"
+#include "policy/pod_security.h"
+#include "tests/support/bench_util.h"
+#include "tests/support/bulkhead_process.h"
+#include "tests/support/control_plane.h"
+
+namespace bulkhead::testing {
+namespace {
+
+using nlohmann::json;
+using policy::Labels;
+using std::chrono::seconds;
+
+const std::string kEnforce = policy::kPodSecurityEnforceLabel;
+const std::string kEnforceVersion = policy::kPodSecurityEnforceVersionLabel;
+const Labels kBaseline = {{kEnforce, "baseline"}, {kEnforceVersion, "latest"}};
+// What the API server's PodSecurity admission says when it refuses a pod at that level.
+const std::string kRefusedByPodSecurity = "violates PodSecurity \"baseline:latest\": ";
+
+// Fail fixtures that the API server's validation refuses before any admission plugin sees them.
+// Upstream marks them failRequiresError (fixtures_procMount.go: "the only combination that can
+// fail the 1.35 baseline check also fails validation"): procMount Unmasked needs hostUsers false,
+// and PodSecurity baseline forbids it only where hostUsers is not false.
+const std::set<std::string> kRefusedByValidation = {"procmount0", "procmount1"};
+
+ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
+  return ControlPlane::get().kubectl(args, input);
+}
+
+std::shared_ptr<kube::Client> admin() {
+  static std::shared_ptr<kube::Client> client = unthrottledClient(ControlPlane::get().kubeconfig());
+  return client;
+}
+
+// Bulkhead (webhook and controllers) and the policies of these tests, once per binary.
+BulkheadProcess& bulkhead() {
+  static BulkheadProcess* process = [] {
+    BulkheadProcess* p = &servingBulkhead("bulkhead");
+    auto policies = kubectl({"apply", "-f", "-"}, R"(
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: fixtures}
+spec:
+  namespaceSelector: {matchLabels: {psa: fixtures}}
+  # Bulkhead's own webhook admits every pod here (the fixtures carry no app.kubernetes.io/name
+  # and no sidecar): a refusal can only be the API server's own, and a pass fixture must go
+  # through the whole admission chain.
+  mode: Audit
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: lifecycle}
+spec:
+  namespaceSelector: {matchLabels: {psa: "on"}}
+  exceptions: {approverGroups: ["system:masters"]}  # the test's admin may take namespaces out
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: hands-off}
+spec:
+  namespaceSelector: {matchLabels: {psa: hands-off}}
+  podSecurity: {enforce: Unmanaged}
+)");
+    REQUIRE_MESSAGE(policies.exitCode == 0, policies.err);
+    return p;
+  }();
+  return *process;
+}
+
+json namespaceObject(const std::string& name) {
+  auto ns = admin()->get(kube::resources::kNamespaces, "", name);
+  REQUIRE_MESSAGE(ns.ok(), ns.status().toString());
+  return *ns;
+}
+
+void createNamespace(const std::string& name, const Labels& labels) {
+  json ns = {{"apiVersion", "v1"},
+             {"kind", "Namespace"},
+             {"metadata", {{"name", name}, {"labels", labels}}}};
+  auto created = admin()->create(kube::resources::kNamespaces, ns);
+  REQUIRE_MESSAGE(created.ok(), created.status().toString());
+}
+
+// The namespace's pod-security.kubernetes.io/ labels, whoever set them.
+Labels podSecurityLabelsOf(const json& ns) {
+  Labels out;
+  for (const auto& [k, v] : policy::labelsOf(ns)) {
+    if (policy::isPodSecurityLabel(k)) {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+// The labels Bulkhead's Pod Security field manager owns on the namespace.
+std::set<std::string> ownedByBulkhead(const json& ns) {
+  return policy::labelsAppliedBy(ns, policy::kPodSecurityFieldManager);
+}
+
+bool segmented(const std::string& ns) {
+  return admin()->get(kube::resources::kNetworkPolicies, ns, "bulkhead-default-deny").ok();
+}
+
+// Waits until namespace `name` carries exactly `want` as its pod-security labels; on a timeout,
+// the test fails showing what it carries.
+void waitForPodSecurityLabels(const std::string& name, const Labels& want) {
+  bool reached = eventually(seconds(30), [&] {
+    return podSecurityLabelsOf(namespaceObject(name)) == want;
+  });
+  CHECK_MESSAGE(reached, name << " carries " << json(podSecurityLabelsOf(namespaceObject(name)))
+                              << ", not " << json(want));
+}
+
+void relabel(const std::string& ns, const json& labels) {
+  auto patched = admin()->mergePatch(kube::resources::kNamespaces, "", ns,
+                                     {{"metadata", {{"labels", labels}}}});
+  REQUIRE_MESSAGE(patched.ok(), patched.status().toString());
+}
+
+// A server-side dry run of `pod` in `ns` through the whole admission chain, nothing stored.
+Status dryRunPod(json pod, const std::string& ns) {
+  pod["metadata"]["namespace"] = ns;
+  return admin()
+      ->raw("POST", "/api/v1/namespaces/" + ns + "/pods?dryRun=All", pod.dump())
+      .status();
+}
+
+struct Fixture {
+  std::string name;  // the fixture's own name: its file name
+  json pod;          // named validly (upstream's names have underscores)
+};
+
+// Kubernetes' own fixtures of `level`, `outcome` ("pass" or "fail"), read by kubectl itself.
+std::vector<Fixture> fixtures(const std::string& level, const std::string& outcome) {
+  const char* root = std::getenv("TESTENV_POD_SECURITY_FIXTURES");
+  REQUIRE_MESSAGE(root != nullptr, "TESTENV_POD_SECURITY_FIXTURES is not set: testenv.sh build");
+  auto r = kubectl({"create", "--dry-run=client", "-o", "json", "-f",
+                    std::string(root) + "/" + level + "/" + outcome});
+  REQUIRE_MESSAGE(r.exitCode == 0, r.err);
+  json list = json::parse(r.out);
+  REQUIRE(list["kind"] == "List");
+  std::vector<Fixture> out;
+  for (auto& pod : list["items"]) {
+    REQUIRE(pod["kind"] == "Pod");
+    std::string name = pod["metadata"]["name"];
+    std::string valid = name;
+    std::replace(valid.begin(), valid.end(), '_', '-');
+    pod["metadata"]["name"] = valid;
+    out.push_back({name, pod});
+  }
+  return out;
+}
+
+// The namespace the fixtures run in: selected by `fixtures`, labelled by Bulkhead, and
+// PodSecurity admission already enforcing there (it reads namespace labels from a cache of its
+// own). Also a user's own labels, which Bulkhead leaves alone.
+const std::string& fixturesNamespace() {
+  static const std::string ns = [] {
+    bulkhead();
+    createNamespace("psa-fixtures", {{"psa", "fixtures"},
+                                     {"team", "payments"},
+                                     {"pod-security.kubernetes.io/warn", "restricted"}});
+    waitForPodSecurityLabels("psa-fixtures",
+                             {{kEnforce, "baseline"},
+                              {kEnforceVersion, "latest"},
+                              {"pod-security.kubernetes.io/warn", "restricted"}});
+    json hostNetwork = {
+        {"apiVersion", "v1"},
+        {"kind", "Pod"},
+        {"metadata", {{"name", "probe"}}},
+        {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "c"}, {"image", "x"}}}}}}};
+    REQUIRE(eventually(seconds(30), [&] {
+      return dryRunPod(hostNetwork, "psa-fixtures").message().find(kRefusedByPodSecurity) !=
+             std::string::npos;
+    }));
+    return std::string("psa-fixtures");
+  }();
+  return ns;
+}
+
+TEST_CASE("a selected namespace gets enforce=baseline and enforce-version=latest, Bulkhead's own") {
+  const std::string& ns = fixturesNamespace();
+  json object = namespaceObject(ns);
+  CHECK(ownedByBulkhead(object) == std::set<std::string>{kEnforce, kEnforceVersion});
+  // The user's labels are as they were, and not Bulkhead's.
+  CHECK(policy::labelsOf(object).at("team") == "payments");
+  CHECK(policy::labelsOf(object).at("psa") == "fixtures");
+  // The field manager's entry is an Apply of those two labels and nothing else.
+  int entries = 0;
+  for (const auto& e : object["metadata"]["managedFields"]) {
+    if (e["manager"] == policy::kPodSecurityFieldManager) {
+      ++entries;
+      CHECK(e["operation"] == "Apply");
+      CHECK(e["fieldsV1"] == json::parse(R"({"f:metadata": {"f:labels": {
+              "f:pod-security.kubernetes.io/enforce": {},
+              "f:pod-security.kubernetes.io/enforce-version": {}}}})"));
+    }
+  }
+  CHECK(entries == 1);
+
+  // A full reconcile of every namespace (a spec change that changes no namespace's objects)
+  // applies no label again: the cache tells that the labels are in place and Bulkhead's.
+  BulkheadProcess& b = bulkhead();
+  const std::string namespaceApplies = "bulkhead_api_writes_total{kind=\"Namespace\"";
+  const std::string namespaceReconciles = "bulkhead_reconcile_total{controller=\"namespace\"";
+  double applies = b.metric(namespaceApplies);
+  double reconciles = b.metric(namespaceReconciles);
+  auto touched = admin()->mergePatch(
+      {"bulkhead.dev", "v1alpha1", "segmentationpolicies", "SegmentationPolicy", false}, "",
+      "fixtures", {{"spec", {{"excludedNamespaces", {"no-such-namespace"}}}}});
+  REQUIRE_MESSAGE(touched.ok(), touched.status().toString());
+  CHECK(eventually(seconds(10), [&] { return b.metric(namespaceReconciles) > reconciles + 3; }));
+  CHECK(b.metric(namespaceApplies) == applies);
+  CHECK(namespaceObject(ns)["metadata"]["resourceVersion"] == object["metadata"]["resourceVersion"]);
+}
+
+TEST_CASE("Kubernetes' own baseline fixtures: every fail refused by PodSecurity, every pass admitted") {
+  const std::string& ns = fixturesNamespace();
+  // The control: a namespace no policy selects, so without Pod Security labels. What the API
+  // server refuses in `ns` and admits there is refused because of the labels Bulkhead set.
+  createNamespace("psa-control", {});
+  auto fail = fixtures("baseline", "fail");
+  auto pass = fixtures("baseline", "pass");
+  int refused = 0, refusedByValidation = 0, admittedInControl = 0, admitted = 0;
+  std::set<std::string> invalid;
+  for (const auto& f : fail) {
+    CAPTURE(f.name);
+    Status inSelected = dryRunPod(f.pod, ns);
+    Status inControl = dryRunPod(f.pod, "psa-control");
+    if (kRefusedByValidation.contains(f.name)) {
+      CHECK_MESSAGE(inSelected.code() == StatusCode::kInvalid, inSelected.toString());
+      CHECK_MESSAGE(inControl.code() == StatusCode::kInvalid, inControl.toString());
+      refusedByValidation += inSelected.code() == StatusCode::kInvalid;
+      continue;
+    }
+    // "pods \"hostpathvolumes0\" is forbidden: violates PodSecurity \"baseline:latest\": hostPath
+    // volumes (volume \"volume-hostpath\")"
+    CHECK_MESSAGE(inSelected.code() == StatusCode::kForbidden, inSelected.toString());
+    CHECK_MESSAGE(inSelected.message().starts_with("pods \"" + f.pod["metadata"]["name"].get<std::string>() +
+                                                   "\" is forbidden: " + kRefusedByPodSecurity),
+                  inSelected.toString());
+    refused += inSelected.code() == StatusCode::kForbidden &&
+               inSelected.message().find(kRefusedByPodSecurity) != std::string::npos;
+    CHECK_MESSAGE(inControl.ok(), inControl.toString());
+    admittedInControl += inControl.ok();
+  }
+  for (const auto& f : pass) {
+    CAPTURE(f.name);
+    Status s = dryRunPod(f.pod, ns);
+    CHECK_MESSAGE(s.ok(), s.toString());
+    admitted += s.ok();
+  }
+  MESSAGE("Pod Security baseline fixtures of k8s.io/pod-security-admission: "
+          << fail.size() << " fail: " << refused << " refused by PodSecurity in " << ns
+          << " (and admitted in a namespace without the labels: " << admittedInControl << "), "
+          << refusedByValidation << " refused by validation first; " << pass.size()
+          << " pass: " << admitted << " admitted");
+  // The fixtures really are there: as many as upstream has for v1.35 (34 fail, 15 pass).
+  CHECK(fail.size() == 34);
+  CHECK(pass.size() == 15);
+  CHECK(refused + refusedByValidation == static_cast<int>(fail.size()));
+  CHECK(admittedInControl == refused);
+  CHECK(admitted == static_cast<int>(pass.size()));
+  REQUIRE(kubectl({"delete", "namespace", "psa-control", "--wait=false"}).exitCode == 0);
+}
+
+TEST_CASE("under baseline, Istio's injector needs CNI: istio-init's capabilities are refused") {
+  const std::string& ns = fixturesNamespace();
+  const std::string pod = R"({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "web-1", "labels": {"app.kubernetes.io/name": "web"}},
+    "spec": {"serviceAccountName": "web",
+             "containers": [{"name": "web", "image": "registry.example/web:1.0"}]}})";
+  for (bool cni : {false, true}) {
+    for (bool native : {false, true}) {
+      CAPTURE(cni);
+      CAPTURE(native);
+      auto r = ControlPlane::get().shell(
+          std::string("\"$TESTENV_ISTIO_INJECT\" --output json") + (cni ? " --cni" : "") +
+              " --native-sidecars=" + (native ? "true" : "false"),
+          pod);
+      REQUIRE_MESSAGE(r.exitCode == 0, r.err);
+      json injected = json::parse(r.out).at(0);
+      REQUIRE(injected.dump().find(cni ? "\"istio-validation\"" : "\"istio-init\"") !=
+              std::string::npos);
+      Status s = dryRunPod(injected, ns);
+      if (cni) {
+        CHECK_MESSAGE(s.ok(), s.toString());
+      } else {
+        CHECK_MESSAGE(s.message() ==
+                          "pods \"web-1\" is forbidden: " + kRefusedByPodSecurity +
+                              "non-default capabilities (container \"istio-init\" must not "
+                              "include \"NET_ADMIN\", \"NET_RAW\" in securityContext.capabilities.add)",
+                      s.toString());
+      }
+    }
+  }
+}
+
+TEST_CASE("labels go when the namespace leaves; labels Bulkhead does not own stay") {
+  bulkhead();
+  // Before selection: the user's own warn label, and an enforce label of the same value as the
+  // policy's (so also the user's, after Bulkhead applied it too).
+  createNamespace("psa-leaving", {{"team", "blue"},
+                                  {"pod-security.kubernetes.io/warn", "restricted"},
+                                  {"pod-security.kubernetes.io/audit", "baseline"}});
+  createNamespace("psa-shared", {{kEnforce, "baseline"}});
+  // A different level set before selection: the policy's is forced over it, and it is
+  // Bulkhead's from then on (so it leaves with the policy).
+  createNamespace("psa-taken", {{kEnforce, "restricted"}, {kEnforceVersion, "v1.30"}});
+  for (const char* ns : {"psa-leaving", "psa-shared", "psa-taken"}) {
+    relabel(ns, {{"psa", "on"}});
+  }
+  waitForPodSecurityLabels("psa-leaving", {{kEnforce, "baseline"},
+                                           {kEnforceVersion, "latest"},
+                                           {"pod-security.kubernetes.io/warn", "restricted"},
+                                           {"pod-security.kubernetes.io/audit", "baseline"}});
+  waitForPodSecurityLabels("psa-shared", kBaseline);
+  waitForPodSecurityLabels("psa-taken", kBaseline);
+  for (const char* ns : {"psa-leaving", "psa-shared", "psa-taken"}) {
+    CAPTURE(ns);
+    CHECK(ownedByBulkhead(namespaceObject(ns)) == std::set<std::string>{kEnforce, kEnforceVersion});
+  }
+
+  // Out of every policy: exactly Bulkhead's labels go, with its ownership.
+  for (const char* ns : {"psa-leaving", "psa-shared", "psa-taken"}) {
+    relabel(ns, {{"psa", nullptr}});
+  }
+  waitForPodSecurityLabels("psa-leaving", {{"pod-security.kubernetes.io/warn", "restricted"},
+                                           {"pod-security.kubernetes.io/audit", "baseline"}});
+  waitForPodSecurityLabels("psa-shared", {{kEnforce, "baseline"}});  // the user's, still
+  waitForPodSecurityLabels("psa-taken", {});
+  for (const char* ns : {"psa-leaving", "psa-shared", "psa-taken"}) {
+    CAPTURE(ns);
+    CHECK(ownedByBulkhead(namespaceObject(ns)).empty());
+  }
+  CHECK(policy::labelsOf(namespaceObject("psa-leaving")).at("team") == "blue");
+}
+
+TEST_CASE("Unmanaged writes no label; a policy turned Unmanaged or deleted takes its labels away") {
+  BulkheadProcess& b = bulkhead();
+  const kube::ResourceType policies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
+                                    "SegmentationPolicy", false};
+  // A namespace of an Unmanaged policy is segmented, and its own Pod Security label stays its.
+  createNamespace("psa-own", {{"psa", "hands-off"}, {kEnforce, "privileged"}});
+  REQUIRE(eventually(seconds(30), [] { return segmented("psa-own"); }));
+  json own = namespaceObject("psa-own");
+  CHECK(podSecurityLabelsOf(own) == Labels{{kEnforce, "privileged"}});
+  for (const auto& e : own["metadata"]["managedFields"]) {
+    CHECK(e["manager"] != policy::kPodSecurityFieldManager);
+  }
+
+  // A policy whose level changes, then becomes Unmanaged, then comes back and is deleted.
+  auto created = kubectl({"apply", "-f", "-"}, R"(
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: changing}
+spec:
+  namespaceSelector: {matchLabels: {psa: changing}}
+  podSecurity: {enforce: restricted, version: v1.34}
+)");
+  REQUIRE_MESSAGE(created.exitCode == 0, created.err);
+  createNamespace("psa-changing", {{"psa", "changing"}});
+  waitForPodSecurityLabels("psa-changing", {{kEnforce, "restricted"}, {kEnforceVersion, "v1.34"}});
+  auto patch = [&](const json& podSecurity) {
+    auto r = admin()->mergePatch(policies, "", "changing",
+                                 {{"spec", {{"podSecurity", podSecurity}}}});
+    REQUIRE_MESSAGE(r.ok(), r.status().toString());
+  };
+  patch({{"enforce", "Unmanaged"}, {"version", nullptr}});
+  waitForPodSecurityLabels("psa-changing", {});
+  CHECK(ownedByBulkhead(namespaceObject("psa-changing")).empty());
+  CHECK(segmented("psa-changing"));  // still governed, only without Pod Security labels
+  patch({{"enforce", "baseline"}});
+  waitForPodSecurityLabels("psa-changing", kBaseline);
+
+  // Deleting the policy: its finalizer holds it until the labels are gone too.
+  REQUIRE(admin()->remove(policies, "", "changing").ok());
+  waitForPodSecurityLabels("psa-changing", {});
+  CHECK(eventually(seconds(30), [&] {
+    return admin()->get(policies, "", "changing").status().code() == StatusCode::kNotFound;
+  }));
+  CHECK(ownedByBulkhead(namespaceObject("psa-changing")).empty());
+  CHECK_FALSE(segmented("psa-changing"));
+  CHECK(b.metric("bulkhead_reconcile_total{controller=\"namespace\",result=\"error\"") == 0);
+}
+
+}  // namespace
+}  // namespace bulkhead::testing
