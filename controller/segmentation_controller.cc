@@ -8,6 +8,7 @@
 #include "common/metrics.h"
 #include "kube/rate_limiter.h"
 #include "policy/exceptions.h"
+#include "policy/tenant_objects.h"
 
 namespace bulkhead::controller {
 namespace {
@@ -160,6 +161,17 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
   networkPolicies_ = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(kube::resources::kNetworkPolicies, "", managed));
   networkPolicies_->store().addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
+  tenantNetworkPolicies_ = std::make_unique<kube::Informer>(
+      client_, clock_,
+      kube::informerOptions(kube::resources::kNetworkPolicies, "",
+                            std::string(policy::kManagedByLabel) + "!=" + policy::kManagedByValue));
+  auto onTenantPolicy = [this](const json& o) {
+    namespaceQueue_.add(o["metadata"].value("namespace", ""));
+    enqueueAllPolicies(kStatusDelay);
+  };
+  tenantNetworkPolicies_->addEventHandlers(
+      {onTenantPolicy, [onTenantPolicy](const json&, const json& o) { onTenantPolicy(o); },
+       onTenantPolicy});
   endpointSlices_ = std::make_unique<kube::Informer>(
       client_, clock_,
       kube::informerOptions(kube::resources::kEndpointSlices, "default",
@@ -244,17 +256,15 @@ void SegmentationController::onManagedObjectEvent(const json& object, bool delet
 }
 
 void SegmentationController::rebuildPolicies() {
-  std::vector<policy::SegmentationPolicy> decoded;
-  for (const auto& o : policies_->store().list()) {
-    // An invalid policy governs nothing; its reconcile reports why in its status.
-    if (auto p = policy::decodeSegmentationPolicy(*o); p.ok()) {
-      decoded.push_back(std::move(*p));
-    }
+  // A policy that stops decoding keeps its last good spec; its reconcile reports why.
+  auto objects = policies_->store().list();
+  std::vector<const json*> pointers;
+  for (const auto& o : objects) {
+    pointers.push_back(o.get());
   }
-  std::sort(decoded.begin(), decoded.end(),
-            [](const auto& a, const auto& b) { return a.name < b.name; });
-  auto snapshot =
-      std::make_shared<const std::vector<policy::SegmentationPolicy>>(std::move(decoded));
+  auto previous = policies();
+  auto snapshot = std::make_shared<const std::vector<policy::SegmentationPolicy>>(
+      policy::decodePolicies(pointers, *previous));
   std::lock_guard lock(mu_);
   decodedPolicies_ = std::move(snapshot);
 }
@@ -318,6 +328,7 @@ void SegmentationController::start() {
   namespaces_->start();
   policies_->start();
   networkPolicies_->start();
+  tenantNetworkPolicies_->start();
   endpointSlices_->start();
   exceptions_->start();
   // Mesh discovery first, so that the first reconciles already know whether Istio is there.
@@ -330,7 +341,8 @@ void SegmentationController::start() {
   auto lastLog = clock_->monotonicNow();
   while (!stopping_) {
     bool synced = namespaces_->hasSynced() && policies_->hasSynced() &&
-                  networkPolicies_->hasSynced() && endpointSlices_->hasSynced() &&
+                  networkPolicies_->hasSynced() && tenantNetworkPolicies_->hasSynced() &&
+                  endpointSlices_->hasSynced() &&
                   exceptions_->hasSynced();
     {
       std::lock_guard lock(mu_);
@@ -348,6 +360,7 @@ void SegmentationController::start() {
                 {{"namespaces", namespaces_->hasSynced()},
                  {"segmentationpolicies", policies_->hasSynced()},
                  {"networkpolicies", networkPolicies_->hasSynced()},
+                 {"tenant networkpolicies", tenantNetworkPolicies_->hasSynced()},
                  {"endpointslices", endpointSlices_->hasSynced()},
                  {"segmentationexceptions", exceptions_->hasSynced()}});
     }
@@ -395,6 +408,7 @@ void SegmentationController::stop() {
   namespaces_->stop();
   policies_->stop();
   networkPolicies_->stop();
+  tenantNetworkPolicies_->stop();
   endpointSlices_->stop();
   exceptions_->stop();
   stopIstioInformers();
@@ -756,7 +770,23 @@ Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   writes += podSecurity == PodSecurityOutcome::kApplied ? 1 : 0;
   awaitingWatch |= podSecurity == PodSecurityOutcome::kAwaitingWatch;
 
+  // Tenant NetworkPolicies that were there before the namespace was selected (or before a
+  // policy narrowed network.tenantPolicies) are reported, never removed.
+  std::string tenantViolations;
+  if (governing != nullptr) {
+    for (const auto& line : tenantPolicyViolations(*governing, nsName)) {
+      tenantViolations += (tenantViolations.empty() ? "" : "; ") + line;
+    }
+  }
+  if (!tenantViolations.empty() && tenantViolations != before.tenantViolations) {
+    events_->record(nsRef, kube::EventRecorder::Type::kWarning, "TenantPolicyViolation",
+                    tenantViolations + ", under SegmentationPolicy \"" + governing->name +
+                        "\"; left in place: keep it to this namespace's pods, or open the flow "
+                        "with an AccessGrant or baselineAllows");
+  }
+
   NamespaceState after;
+  after.tenantViolations = tenantViolations;
   after.policy = governing ? governing->name : "";
   after.generation = governing ? governing->generation : 0;
   after.factsVersion = factsVersion;
@@ -817,6 +847,20 @@ StatusOr<SegmentationController::PodSecurityOutcome> SegmentationController::rec
   return PodSecurityOutcome::kApplied;
 }
 
+std::vector<std::string> SegmentationController::tenantPolicyViolations(
+    const policy::SegmentationPolicy& p, const std::string& ns) const {
+  std::vector<std::string> out;
+  for (const auto& o : tenantNetworkPolicies_->store().byNamespace(ns)) {
+    auto found = policy::tenantObjectViolations("NetworkPolicy", ns, *o, p);
+    if (!found.empty()) {
+      out.push_back("networkpolicy \"" + nameOf(*o) + "\" reaches outside the namespace (" +
+                    found.front() + (found.size() > 1 ? ", ..." : "") + ")");
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 Status SegmentationController::reconcilePolicy(const std::string& name) {
   kube::ObjectPtr object = policies_->store().get(name);
   if (object == nullptr) {
@@ -824,6 +868,20 @@ Status SegmentationController::reconcilePolicy(const std::string& name) {
   }
   auto decoded = policy::decodeSegmentationPolicy(*object);
   if (!decoded.ok()) {
+    // Still governing with the last spec that decoded, if there was one (rebuildPolicies).
+    auto all = policies();
+    const std::string uid = (*object)["metadata"].value("uid", "");
+    for (const auto& last : *all) {
+      if (last.name == name && last.uid == uid && !uid.empty()) {
+        if (last.deleting) {
+          return cleanUpDeletedPolicy(last, *object);
+        }
+        return updateStatus(last, *object,
+                            decoded.status().message() +
+                                "; its namespaces keep the last spec that decoded (generation " +
+                                std::to_string(last.generation) + ")");
+      }
+    }
     policy::SegmentationPolicy shell;
     shell.name = name;
     shell.generation = (*object)["metadata"].value("generation", int64_t{0});
@@ -912,6 +970,7 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
   auto all = policies();
   int64_t selected = 0, governed = 0, segmented = 0;
   std::vector<std::string> conflicting;
+  std::vector<std::string> tenantViolations;
   std::string firstError;
   int64_t totalSelected = 0, totalSegmented = 0;
   bool mesh;
@@ -938,7 +997,10 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
       ++totalSelected;
       totalSegmented += isSegmented ? 1 : 0;
     }
-    if (!invalidSpec.empty() || !policy::selects(p, facts, options_.installNamespace)) {
+    // A policy that never decoded selects nothing; one that stopped decoding still governs
+    // with its last good spec (it has the uid that spec was decoded with).
+    if ((!invalidSpec.empty() && p.uid.empty()) ||
+        !policy::selects(p, facts, options_.installNamespace)) {
       continue;
     }
     ++selected;
@@ -947,6 +1009,9 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
       continue;
     }
     ++governed;
+    for (const auto& line : tenantPolicyViolations(p, facts.name)) {
+      tenantViolations.push_back(facts.name + ": " + line);
+    }
     if (isSegmented) {
       ++segmented;
     } else if (!state.error.empty() && firstError.empty()) {
@@ -1004,6 +1069,22 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
     conditions.push_back(
         condition(oldConditions, "Conflict", true, "Overridden", msg, p.generation, now));
   }
+  if (tenantViolations.empty()) {
+    conditions.push_back(condition(oldConditions, "TenantPolicies", true, "Contained",
+                                   "no tenant NetworkPolicy reaches outside its namespace",
+                                   p.generation, now));
+  } else {
+    std::string msg = std::to_string(tenantViolations.size()) +
+                      " tenant NetworkPolicies reach outside their namespace (left in place): ";
+    for (size_t i = 0; i < tenantViolations.size() && i < 10; ++i) {
+      msg += (i ? "; " : "") + tenantViolations[i];
+    }
+    if (tenantViolations.size() > 10) {
+      msg += "; and " + std::to_string(tenantViolations.size() - 10) + " more";
+    }
+    conditions.push_back(
+        condition(oldConditions, "TenantPolicies", false, "Violations", msg, p.generation, now));
+  }
   conditions.push_back(condition(
       oldConditions, "MeshAvailable", mesh, mesh ? "IstioServed" : "IstioNotInstalled",
       mesh ? "security.istio.io/v1 is served"
@@ -1017,6 +1098,7 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
                  {"selectedNamespaces", selected},
                  {"segmentedNamespaces", segmented},
                  {"conflictingNamespaces", conflictNames},
+                 {"tenantPolicyViolations", static_cast<int64_t>(tenantViolations.size())},
                  {"meshAvailable", mesh},
                  {"conditions", conditions}};
   if (status == old) {

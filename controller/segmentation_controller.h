@@ -83,8 +83,14 @@ class SegmentationController {
     // content, and when), so that a reconcile racing its own watch events does not write them
     // again.
     std::map<std::string, std::pair<size_t, MonoTime>> pending;
+    // The tenant NetworkPolicies reported as reaching outside the namespace, so that each change
+    // is one Event.
+    std::string tenantViolations;
   };
 
+  // The tenant NetworkPolicies in `ns` that reach outside it under `p`, one line each, sorted.
+  std::vector<std::string> tenantPolicyViolations(const policy::SegmentationPolicy& p,
+                                                  const std::string& ns) const;
   void startIstioInformers();
   void stopIstioInformers();
   void meshDiscoveryLoop();
@@ -133,6 +139,9 @@ class SegmentationController {
   std::unique_ptr<kube::Informer> namespaces_;
   std::unique_ptr<kube::Informer> policies_;
   std::unique_ptr<kube::Informer> networkPolicies_;
+  // NetworkPolicies Bulkhead did not generate: reported when they reach outside their namespace,
+  // never changed or deleted.
+  std::unique_ptr<kube::Informer> tenantNetworkPolicies_;
   std::unique_ptr<kube::Informer> endpointSlices_;
   std::unique_ptr<kube::Informer> exceptions_;
   std::unique_ptr<kube::Informer> peerAuthentications_;     // while the mesh is available

@@ -159,6 +159,27 @@ bool SegmentationPolicy::ambient(const Labels& namespaceLabels) const {
   std::abort();
 }
 
+std::vector<SegmentationPolicy> decodePolicies(const std::vector<const json*>& objects,
+                                               const std::vector<SegmentationPolicy>& previous) {
+  std::vector<SegmentationPolicy> out;
+  for (const json* o : objects) {
+    if (auto p = decodeSegmentationPolicy(*o); p.ok()) {
+      out.push_back(std::move(*p));
+      continue;
+    }
+    const json& md = objectOrEmpty(*o, "metadata");
+    const std::string uid = md.value("uid", "");
+    for (const auto& last : previous) {
+      if (!uid.empty() && last.uid == uid) {
+        out.push_back(last);
+        out.back().deleting |= md.contains("deletionTimestamp") && !md["deletionTimestamp"].is_null();
+      }
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
 std::string_view modeName(Mode mode) {
   switch (mode) {
     case Mode::kEnforce: return "Enforce";

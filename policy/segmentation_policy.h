@@ -141,6 +141,13 @@ struct SegmentationPolicy {
 // defaulting. Invalid errors name the field path ("spec.network.baselineAllows[0].direction").
 StatusOr<SegmentationPolicy> decodeSegmentationPolicy(const nlohmann::json& object);
 
+// Every SegmentationPolicy of `objects`, decoded, sorted by name. One that no longer decodes (a
+// CRD upgrade, an edit its schema let through) keeps the spec it last decoded to, found in
+// `previous` by uid, so its namespaces keep their segmentation and nothing it generated is
+// removed; its deletion still counts. One that never decoded governs nothing.
+std::vector<SegmentationPolicy> decodePolicies(const std::vector<const nlohmann::json*>& objects,
+                                               const std::vector<SegmentationPolicy>& previous);
+
 std::string_view mtlsModeName(MtlsMode mode);
 std::string_view modeName(Mode mode);
 

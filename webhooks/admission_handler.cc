@@ -124,12 +124,14 @@ bool AdmissionHandler::ready() const {
 }
 
 void AdmissionHandler::rebuildPolicies() {
-  auto decoded = std::make_shared<std::vector<policy::SegmentationPolicy>>();
-  for (const auto& o : policies_->store().list()) {
-    if (auto p = policy::decodeSegmentationPolicy(*o); p.ok()) {
-      decoded->push_back(std::move(*p));
-    }
+  auto objects = policies_->store().list();
+  std::vector<const nlohmann::json*> pointers;
+  for (const auto& o : objects) {
+    pointers.push_back(o.get());
   }
+  auto previous = policies();
+  auto decoded = std::make_shared<const std::vector<policy::SegmentationPolicy>>(
+      policy::decodePolicies(pointers, *previous));
   std::lock_guard lock(mu_);
   decoded_ = std::move(decoded);
 }

@@ -48,6 +48,7 @@ kind: SegmentationPolicy
 metadata: {name: baseline}
 spec:
   namespaceSelector: {matchLabels: {zero-trust: "on"}}
+  podSecurity: {enforce: Unmanaged}  # Bulkhead's own denials: Pod Security would refuse first
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -55,6 +56,7 @@ metadata: {name: lenient}
 spec:
   mode: Warn
   namespaceSelector: {matchLabels: {zero-trust: "warn"}}
+  podSecurity: {enforce: Unmanaged}  # Bulkhead's own warnings: Pod Security would refuse first
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -69,6 +71,7 @@ metadata: {name: watching}
 spec:
   mode: Audit
   namespaceSelector: {matchLabels: {zero-trust: "audit"}}
+  podSecurity: {enforce: Unmanaged}  # Bulkhead's own audit: Pod Security would refuse first
 )");
     REQUIRE_MESSAGE(policies.exitCode == 0, policies.err);
     REQUIRE(kubectl({"create", "namespace", "shop"}).exitCode == 0);

@@ -312,5 +312,77 @@ TEST_CASE("namespace labels: no escape through status or finalize, no silent dow
   CHECK_MESSAGE(upgrade.exitCode == 0, upgrade.err);
 }
 
+TEST_CASE("tenant NetworkPolicies made before selection are reported and left in place") {
+  setUp();
+  REQUIRE(kubectl({"create", "namespace", "legacy"}).exitCode == 0);
+  auto allowAll = kubectl({"create", "-f", "-"}, R"({"apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy", "metadata": {"name": "allow-all", "namespace": "legacy"},
+    "spec": {"podSelector": {}, "ingress": [{}]}})");
+  REQUIRE_MESSAGE(allowAll.exitCode == 0, allowAll.err);
+  REQUIRE(kubectl({"label", "namespace", "legacy", "zero-trust=on"}).exitCode == 0);
+  const std::string line =
+      "legacy: networkpolicy \"allow-all\" reaches outside the namespace (spec.ingress[0] has no "
+      "from, which admits every source)";
+  CHECK(eventually(seconds(30), [&] {
+    auto status = kubectl({"get", "segmentationpolicy", "baseline", "-o",
+                           "jsonpath={.status.tenantPolicyViolations} "
+                           "{.status.conditions[?(@.type==\"TenantPolicies\")].message}"});
+    return status.out ==
+           "1 1 tenant NetworkPolicies reach outside their namespace (left in "
+           "place): " +
+               line;
+  }));
+  CHECK(eventually(seconds(30), [] {
+    return kubectl({"get", "events", "-n", "legacy", "--field-selector",
+                    "reason=TenantPolicyViolation", "-o", "jsonpath={.items[*].message}"})
+               .out.find("networkpolicy \"allow-all\" reaches outside the namespace") !=
+           std::string::npos;
+  }));
+  CHECK(kubectl({"get", "networkpolicy", "allow-all", "-n", "legacy"}).exitCode == 0);
+  // Narrowed by its owner, it is no longer reported.
+  REQUIRE(kubectl({"delete", "networkpolicy", "allow-all", "-n", "legacy"}).exitCode == 0);
+  CHECK(eventually(seconds(30), [] {
+    return kubectl({"get", "segmentationpolicy", "baseline", "-o",
+                    "jsonpath={.status.tenantPolicyViolations}"})
+               .out == "0";
+  }));
+}
+
+// Last: it loosens the CRD's schema for the rest of this binary.
+TEST_CASE("a policy that stops decoding keeps its last good spec and says why") {
+  setUp();
+  // A CRD upgrade or an edit past the schema: here the schema stops checking spec.mode.
+  auto loosened = kubectl(
+      {"patch", "crd", "segmentationpolicies.bulkhead.dev", "--type=json", "-p",
+       R"([{"op": "remove", "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/mode/enum"}])"});
+  REQUIRE_MESSAGE(loosened.exitCode == 0, loosened.err);
+  REQUIRE(eventually(seconds(30), [] {
+    return kubectl({"patch", "segmentationpolicy", "baseline", "--type=merge", "-p",
+                    R"({"spec": {"mode": "Sometimes"}})"})
+               .exitCode == 0;
+  }));
+  CHECK(eventually(seconds(30), [] {
+    auto ready = kubectl({"get", "segmentationpolicy", "baseline", "-o",
+                          "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason} "
+                          "{.status.conditions[?(@.type==\"Ready\")].message}"});
+    return ready.out.find(
+               "InvalidSpec spec.mode: \"Sometimes\" is not Enforce, Warn or Audit; "
+               "its namespaces keep the last spec that decoded") == 0;
+  }));
+  // Its namespaces stay segmented and guarded as before.
+  CHECK(kubectl({"get", "networkpolicy", "bulkhead-default-deny", "-n", "shop"}).exitCode == 0);
+  json hostNetwork = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata",
+       {{"name", "web-1"}, {"namespace", "shop"}, {"labels", {{"app.kubernetes.io/name", "web"}}}}},
+      {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "web"}, {"image", "nginx"}}}}}}};
+  CHECK(denial(kubectl({"create", "--dry-run=server", "-f", "-"}, hostNetwork.dump(), true))
+            .find("violates forbidHostNetwork") != std::string::npos);
+  CHECK(kubectl({"patch", "segmentationpolicy", "baseline", "--type=merge", "-p",
+                 R"({"spec": {"mode": "Enforce"}})"})
+            .exitCode == 0);
+}
+
 }  // namespace
 }  // namespace bulkhead::testing

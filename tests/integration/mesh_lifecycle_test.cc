@@ -57,6 +57,15 @@ kind: SegmentationPolicy
 metadata: {name: baseline}
 spec:
   namespaceSelector: {matchLabels: {zero-trust: "on"}}
+  # Sidecar mode without Istio CNI (istio-init adds NET_ADMIN) and the hostNetwork Job below are
+  # beyond Pod Security's baseline; Bulkhead's own rules are what these namespaces test.
+  podSecurity: {enforce: privileged}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: pod-security}
+spec:
+  namespaceSelector: {matchLabels: {zero-trust: "pss"}}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -69,6 +78,7 @@ spec:
     for (const auto& [ns, labels] : std::vector<std::pair<std::string, std::vector<std::string>>>{
              {"meshed", {"zero-trust=on", "istio-injection=enabled"}},
              {"jobs", {"zero-trust=on"}},
+             {"meshed-pss", {"zero-trust=pss", "istio-injection=enabled"}},
              {"amb", {"zero-trust=ambient", "istio.io/dataplane-mode=ambient"}}}) {
       REQUIRE(kubectl({"create", "namespace", ns}).exitCode == 0);
       std::vector<std::string> args = {"label", "namespace", ns};
@@ -196,6 +206,25 @@ TEST_CASE("workloads injected by Istio's own injector are admitted in every mode
     }
   }
   CHECK(admitted == 24);
+  // Under Pod Security's baseline (the default), sidecar mode needs Istio CNI: istio-init's
+  // NET_ADMIN and NET_RAW are refused by the API server itself.
+  REQUIRE(eventually(seconds(30), [] {
+    return kubectl({"get", "namespace", "meshed-pss", "-o",
+                    "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}"})
+               .out == "baseline";
+  }));
+  for (const Mode& mode : kModes) {
+    CAPTURE(mode.name());
+    json pod = inject(workloads("meshed-pss"), mode)[0];
+    auto r = dryRun(pod);
+    if (mode.cni) {
+      CHECK_MESSAGE(r.exitCode == 0, r.err);
+    } else {
+      CHECK_MESSAGE(r.err.find("violates PodSecurity \"baseline:latest\": non-default "
+                               "capabilities") != std::string::npos,
+                    r.err);
+    }
+  }
   // Created for real, not only dry-run: the injected Deployment is stored as the injector wrote it.
   json deployment = inject(workloads("meshed"), {true, true})[1];
   auto created = kubectl({"create", "-f", "-"}, deployment.dump());

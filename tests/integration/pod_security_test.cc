@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -149,15 +149,17 @@ struct Fixture {
 
 // Kubernetes' own fixtures of `level`, `outcome` ("pass" or "fail"), read by kubectl itself.
 std::vector<Fixture> fixtures(const std::string& level, const std::string& outcome) {
-  const char* root = std::getenv("TESTENV_POD_SECURITY_FIXTURES");
-  REQUIRE_MESSAGE(root != nullptr, "TESTENV_POD_SECURITY_FIXTURES is not set: testenv.sh build");
-  auto r = kubectl({"create", "--dry-run=client", "-o", "json", "-f",
-                    std::string(root) + "/" + level + "/" + outcome});
+  auto r = ControlPlane::get().shell(
+      "[ -d \"$TESTENV_POD_SECURITY_FIXTURES\" ] || { echo 'no fixtures: testenv.sh build' >&2; "
+      "exit 1; }; kubectl create --dry-run=client -o json -f "
+      "\"$TESTENV_POD_SECURITY_FIXTURES/" + level + "/" + outcome + "\"");
   REQUIRE_MESSAGE(r.exitCode == 0, r.err);
-  json list = json::parse(r.out);
-  REQUIRE(list["kind"] == "List");
+  // One JSON document per file, one after the other.
   std::vector<Fixture> out;
-  for (auto& pod : list["items"]) {
+  std::istringstream in(r.out);
+  while (!(in >> std::ws).eof()) {
+    json pod;
+    in >> pod;
     REQUIRE(pod["kind"] == "Pod");
     std::string name = pod["metadata"]["name"];
     std::string valid = name;

@@ -318,5 +318,29 @@ TEST_CASE("tenant AuthorizationPolicies, PeerAuthentications, EnvoyFilters and S
   CHECK(decideTenantObject("Sidecar", "shop", "s", json::object(), &p).allowed);
 }
 
+TEST_CASE("a policy that stops decoding keeps the spec it last decoded to") {
+  json good = json::parse(R"({"metadata": {"name": "baseline", "uid": "u1", "generation": 1},
+    "spec": {"mode": "Enforce", "namespaceSelector": {"matchLabels": {"zero-trust": "on"}}}})");
+  json other = json::parse(R"({"metadata": {"name": "alpha", "uid": "u2"}, "spec": {}})");
+  auto first = decodePolicies({&good, &other}, {});
+  REQUIRE(first.size() == 2);
+  CHECK(first[0].name == "alpha");  // sorted by name
+  json broken = good;
+  broken["metadata"]["generation"] = 2;
+  broken["spec"]["mode"] = "Sometimes";
+  auto second = decodePolicies({&broken, &other}, first);
+  REQUIRE(second.size() == 2);
+  CHECK(second[1].generation == 1);
+  CHECK(second[1].mode == Mode::kEnforce);
+  CHECK(second[1].namespaceSelector.matches({{"zero-trust", "on"}}));
+  // Its deletion still counts.
+  broken["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z";
+  CHECK(decodePolicies({&broken}, second).at(0).deleting);
+  // Never decoded, or a new object under the same name: it governs nothing.
+  CHECK(decodePolicies({&broken}, {}).empty());
+  broken["metadata"]["uid"] = "u3";
+  CHECK(decodePolicies({&broken}, second).empty());
+}
+
 }  // namespace
 }  // namespace bulkhead::policy
