@@ -428,23 +428,40 @@ void SegmentationController::startIstioInformers() {
                            [this](const json& o) { onManagedObjectEvent(o, true); }});
     inf->start();
   }
+  const std::string tenant = std::string(policy::kManagedByLabel) + "!=" + policy::kManagedByValue;
+  auto tenantPa = std::make_unique<kube::Informer>(
+      client_, clock_, kube::informerOptions(resources::kPeerAuthentications, "", tenant));
+  auto tenantAp = std::make_unique<kube::Informer>(
+      client_, clock_, kube::informerOptions(resources::kAuthorizationPolicies, "", tenant));
+  auto onTenant = [this](const json& o) {
+    namespaceQueue_.add(o["metadata"].value("namespace", ""));
+    enqueueAllPolicies(kStatusDelay);
+  };
+  for (auto* inf : {tenantPa.get(), tenantAp.get()}) {
+    inf->addEventHandlers(
+        {onTenant, [onTenant](const json&, const json& o) { onTenant(o); }, onTenant});
+    inf->start();
+  }
   std::lock_guard lock(mu_);
   peerAuthentications_ = std::move(pa);
   authorizationPolicies_ = std::move(ap);
+  tenantPeerAuthentications_ = std::move(tenantPa);
+  tenantAuthorizationPolicies_ = std::move(tenantAp);
 }
 
 void SegmentationController::stopIstioInformers() {
-  std::unique_ptr<kube::Informer> pa, ap;
+  std::vector<std::unique_ptr<kube::Informer>> informers;
   {
     std::lock_guard lock(mu_);
-    pa = std::move(peerAuthentications_);
-    ap = std::move(authorizationPolicies_);
+    informers.push_back(std::move(peerAuthentications_));
+    informers.push_back(std::move(authorizationPolicies_));
+    informers.push_back(std::move(tenantPeerAuthentications_));
+    informers.push_back(std::move(tenantAuthorizationPolicies_));
   }
-  if (pa) {
-    pa->stop();
-  }
-  if (ap) {
-    ap->stop();
+  for (auto& inf : informers) {
+    if (inf) {
+      inf->stop();
+    }
   }
 }
 
@@ -849,11 +866,30 @@ StatusOr<SegmentationController::PodSecurityOutcome> SegmentationController::rec
 
 std::vector<std::string> SegmentationController::tenantPolicyViolations(
     const policy::SegmentationPolicy& p, const std::string& ns) const {
+  std::vector<std::pair<std::string, kube::ObjectPtr>> objects;
+  for (auto& o : tenantNetworkPolicies_->store().byNamespace(ns)) {
+    objects.emplace_back("NetworkPolicy", std::move(o));
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [kind, inf] :
+         {std::pair{"PeerAuthentication", tenantPeerAuthentications_.get()},
+          std::pair{"AuthorizationPolicy", tenantAuthorizationPolicies_.get()}}) {
+      if (inf != nullptr) {
+        for (auto& o : inf->store().byNamespace(ns)) {
+          objects.emplace_back(kind, std::move(o));
+        }
+      }
+    }
+  }
   std::vector<std::string> out;
-  for (const auto& o : tenantNetworkPolicies_->store().byNamespace(ns)) {
-    auto found = policy::tenantObjectViolations("NetworkPolicy", ns, *o, p);
+  for (const auto& [kind, o] : objects) {
+    auto found = policy::tenantObjectViolations(kind, ns, *o, p);
     if (!found.empty()) {
-      out.push_back("networkpolicy \"" + nameOf(*o) + "\" reaches outside the namespace (" +
+      std::string lowerKind = kind;
+      std::transform(lowerKind.begin(), lowerKind.end(), lowerKind.begin(),
+                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+      out.push_back(lowerKind + " \"" + nameOf(*o) + "\" reaches outside the namespace (" +
                     found.front() + (found.size() > 1 ? ", ..." : "") + ")");
     }
   }
@@ -1071,11 +1107,11 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
   }
   if (tenantViolations.empty()) {
     conditions.push_back(condition(oldConditions, "TenantPolicies", true, "Contained",
-                                   "no tenant NetworkPolicy reaches outside its namespace",
+                                   "no tenant NetworkPolicy or Istio policy reaches outside its namespace",
                                    p.generation, now));
   } else {
     std::string msg = std::to_string(tenantViolations.size()) +
-                      " tenant NetworkPolicies reach outside their namespace (left in place): ";
+                      " tenant policies reach outside their namespace (left in place): ";
     for (size_t i = 0; i < tenantViolations.size() && i < 10; ++i) {
       msg += (i ? "; " : "") + tenantViolations[i];
     }

@@ -88,7 +88,8 @@ class SegmentationController {
     std::string tenantViolations;
   };
 
-  // The tenant NetworkPolicies in `ns` that reach outside it under `p`, one line each, sorted.
+  // The tenant NetworkPolicies, PeerAuthentications and AuthorizationPolicies in `ns` that reach
+  // outside it under `p` (see tenant_objects.h), one line each, sorted.
   std::vector<std::string> tenantPolicyViolations(const policy::SegmentationPolicy& p,
                                                   const std::string& ns) const;
   void startIstioInformers();
@@ -146,6 +147,10 @@ class SegmentationController {
   std::unique_ptr<kube::Informer> exceptions_;
   std::unique_ptr<kube::Informer> peerAuthentications_;     // while the mesh is available
   std::unique_ptr<kube::Informer> authorizationPolicies_;  // while the mesh is available
+  // Tenants' own PeerAuthentications and AuthorizationPolicies, reported like
+  // tenantNetworkPolicies_; while the mesh is available.
+  std::unique_ptr<kube::Informer> tenantPeerAuthentications_;
+  std::unique_ptr<kube::Informer> tenantAuthorizationPolicies_;
 
   kube::WorkQueue namespaceQueue_;
   kube::WorkQueue policyQueue_;

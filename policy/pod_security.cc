@@ -10,10 +10,14 @@ bool isPodSecurityLabel(std::string_view key) { return key.starts_with(kPodSecur
 
 std::string_view podSecurityLevelName(PodSecurityLevel level) {
   switch (level) {
-    case PodSecurityLevel::kPrivileged: return "privileged";
-    case PodSecurityLevel::kBaseline: return "baseline";
-    case PodSecurityLevel::kRestricted: return "restricted";
-    case PodSecurityLevel::kUnmanaged: return "Unmanaged";
+    case PodSecurityLevel::kPrivileged:
+      return "privileged";
+    case PodSecurityLevel::kBaseline:
+      return "baseline";
+    case PodSecurityLevel::kRestricted:
+      return "restricted";
+    case PodSecurityLevel::kUnmanaged:
+      return "Unmanaged";
   }
   std::abort();
 }
@@ -37,7 +41,11 @@ std::set<std::string> labelsAppliedBy(const json& object, std::string_view manag
     return owned;
   }
   for (const auto& e : *entries) {
-    if (!e.is_object() || e.value("manager", "") != manager || e.value("operation", "") != "Apply") {
+    auto field = [&e](const char* key) {
+      auto it = e.find(key);
+      return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    if (!e.is_object() || field("manager") != manager || field("operation") != "Apply") {
       continue;
     }
     // fieldsV1: {"f:metadata": {"f:labels": {"f:<key>": {}, ...}}}
@@ -79,9 +87,8 @@ bool podSecurityLabelsInPlace(const json& ns, const Labels& desired, std::string
 
 json podSecurityApplyObject(const std::string& name, const std::string& uid,
                             const Labels& desired) {
-  json object = {{"apiVersion", "v1"},
-                 {"kind", "Namespace"},
-                 {"metadata", {{"name", name}, {"uid", uid}}}};
+  json object = {
+      {"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}, {"uid", uid}}}};
   if (!desired.empty()) {
     object["metadata"]["labels"] = desired;
   }

@@ -319,18 +319,21 @@ TEST_CASE("tenant NetworkPolicies made before selection are reported and left in
     "kind": "NetworkPolicy", "metadata": {"name": "allow-all", "namespace": "legacy"},
     "spec": {"podSelector": {}, "ingress": [{}]}})");
   REQUIRE_MESSAGE(allowAll.exitCode == 0, allowAll.err);
+  auto permissive = kubectl({"create", "-f", "-"}, R"({"apiVersion": "security.istio.io/v1",
+    "kind": "PeerAuthentication", "metadata": {"name": "relaxed", "namespace": "legacy"},
+    "spec": {"mtls": {"mode": "PERMISSIVE"}}})");
+  REQUIRE_MESSAGE(permissive.exitCode == 0, permissive.err);
   REQUIRE(kubectl({"label", "namespace", "legacy", "zero-trust=on"}).exitCode == 0);
-  const std::string line =
+  const std::string lines =
       "legacy: networkpolicy \"allow-all\" reaches outside the namespace (spec.ingress[0] has no "
-      "from, which admits every source)";
+      "from, which admits every source); legacy: peerauthentication \"relaxed\" reaches outside "
+      "the namespace (spec.mtls.mode=\"PERMISSIVE\" lowers the namespace's STRICT mTLS)";
   CHECK(eventually(seconds(30), [&] {
     auto status = kubectl({"get", "segmentationpolicy", "baseline", "-o",
                            "jsonpath={.status.tenantPolicyViolations} "
                            "{.status.conditions[?(@.type==\"TenantPolicies\")].message}"});
     return status.out ==
-           "1 1 tenant NetworkPolicies reach outside their namespace (left in "
-           "place): " +
-               line;
+           "2 2 tenant policies reach outside their namespace (left in place): " + lines;
   }));
   CHECK(eventually(seconds(30), [] {
     return kubectl({"get", "events", "-n", "legacy", "--field-selector",
@@ -339,8 +342,9 @@ TEST_CASE("tenant NetworkPolicies made before selection are reported and left in
            std::string::npos;
   }));
   CHECK(kubectl({"get", "networkpolicy", "allow-all", "-n", "legacy"}).exitCode == 0);
-  // Narrowed by its owner, it is no longer reported.
+  // Removed by their owner, they are no longer reported.
   REQUIRE(kubectl({"delete", "networkpolicy", "allow-all", "-n", "legacy"}).exitCode == 0);
+  REQUIRE(kubectl({"delete", "peerauthentication", "relaxed", "-n", "legacy"}).exitCode == 0);
   CHECK(eventually(seconds(30), [] {
     return kubectl({"get", "segmentationpolicy", "baseline", "-o",
                     "jsonpath={.status.tenantPolicyViolations}"})

@@ -95,6 +95,7 @@ kind: SegmentationPolicy
 metadata: {name: baseline}
 spec:
   namespaceSelector: {matchLabels: {zero-trust: "on"}}
+  podSecurity: {enforce: Unmanaged}  # probes Bulkhead's own denial: Pod Security would refuse first
 ---
 apiVersion: v1
 kind: Namespace

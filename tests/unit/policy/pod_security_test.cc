@@ -23,7 +23,8 @@ SegmentationPolicy withPodSecurity(json podSecurity) {
 // A namespace as the API server returns it after `manager` applied `applied` (its managedFields
 // entry in the API server's own shape), with `labels` on it.
 json namespaceWith(const Labels& labels, const std::string& manager,
-                   const std::vector<std::string>& applied, const std::string& operation = "Apply") {
+                   const std::vector<std::string>& applied,
+                   const std::string& operation = "Apply") {
   json fields = json::object();
   for (const auto& k : applied) {
     fields["f:" + k] = json::object();
@@ -83,7 +84,8 @@ TEST_CASE("spec.podSecurity: values the labels do not take are refused with the 
         "spec.podSecurity.version: \"1.35\" is not latest or v1.<minor>");
   CHECK(err({{"version", "v1.35.4"}}) ==
         "spec.podSecurity.version: \"v1.35.4\" is not latest or v1.<minor>");
-  CHECK(err({{"version", "v2.0"}}) == "spec.podSecurity.version: \"v2.0\" is not latest or v1.<minor>");
+  CHECK(err({{"version", "v2.0"}}) ==
+        "spec.podSecurity.version: \"v2.0\" is not latest or v1.<minor>");
   CHECK(err({{"version", 35}}) == "spec.podSecurity.version: must be a string");
   CHECK(err({{"enforce", 1}}).starts_with("SegmentationPolicy has a field of the wrong type"));
 }
@@ -96,8 +98,8 @@ TEST_CASE("podSecurityLabels: enforce and enforce-version of the level; none whe
   CHECK(podSecurityLabels(withPodSecurity({{"enforce", "privileged"}})) ==
         Labels{{"pod-security.kubernetes.io/enforce", "privileged"},
                {"pod-security.kubernetes.io/enforce-version", "latest"}});
-  CHECK(podSecurityLabels(withPodSecurity({{"enforce", "Unmanaged"}, {"version", "v1.30"}}))
-            .empty());
+  CHECK(
+      podSecurityLabels(withPodSecurity({{"enforce", "Unmanaged"}, {"version", "v1.30"}})).empty());
   CHECK(podSecurityLevelName(PodSecurityLevel::kUnmanaged) == "Unmanaged");
 }
 
@@ -128,6 +130,8 @@ TEST_CASE("labelsAppliedBy reads the manager's Apply entry of managedFields") {
   json odd = ns;
   odd["metadata"]["managedFields"][1]["fieldsV1"] = "f:metadata";
   CHECK(labelsAppliedBy(odd, kPodSecurityFieldManager).empty());
+  odd["metadata"]["managedFields"][1]["manager"] = 7;  // never thrown at, only not matched
+  CHECK(labelsAppliedBy(odd, kPodSecurityFieldManager).empty());
   odd["metadata"]["managedFields"] = json::object();
   CHECK(labelsAppliedBy(odd, kPodSecurityFieldManager).empty());
   CHECK(labelsAppliedBy(json::array(), kPodSecurityFieldManager).empty());
@@ -137,8 +141,8 @@ TEST_CASE("podSecurityLabelsInPlace: the values, owned by the manager, and nothi
   const std::string m = kPodSecurityFieldManager;
   CHECK(podSecurityLabelsInPlace(namespaceWith(kBaseline, m, kBothKeys), kBaseline, m));
   // The right values, set by someone else (kubectl label): not ours, so applied (and taken over).
-  CHECK_FALSE(podSecurityLabelsInPlace(namespaceWith(kBaseline, "kubectl-label", kBothKeys),
-                                       kBaseline, m));
+  CHECK_FALSE(
+      podSecurityLabelsInPlace(namespaceWith(kBaseline, "kubectl-label", kBothKeys), kBaseline, m));
   // Ours, but changed since by someone else's update (the API server moved the ownership).
   CHECK_FALSE(podSecurityLabelsInPlace(
       namespaceWith({{"pod-security.kubernetes.io/enforce", "privileged"},
@@ -164,9 +168,9 @@ TEST_CASE("podSecurityLabelsInPlace: the values, owned by the manager, and nothi
 TEST_CASE("podSecurityApplyObject: the name, the uid precondition and only the wanted labels") {
   CHECK(podSecurityApplyObject("shop", "u-shop", kBaseline) ==
         json::parse(R"({"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": "shop", "uid": "u-shop",
-                                     "labels": {"pod-security.kubernetes.io/enforce": "baseline",
-                                                "pod-security.kubernetes.io/enforce-version": "latest"}}})"));
+          "metadata": {"name": "shop", "uid": "u-shop",
+                       "labels": {"pod-security.kubernetes.io/enforce": "baseline",
+                                  "pod-security.kubernetes.io/enforce-version": "latest"}}})"));
   // Nothing wanted: an apply without labels, which takes away those the manager set before.
   CHECK(podSecurityApplyObject("shop", "u-shop", {}) ==
         json::parse(R"({"apiVersion": "v1", "kind": "Namespace",
