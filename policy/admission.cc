@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "policy/pod_rules.h"
+#include "policy/pod_security.h"
 #include "policy/segmentation.h"
 
 namespace bulkhead::policy {
@@ -104,8 +105,18 @@ Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
   const SegmentationPolicy* after = governingPolicy(policies, {ns, newLabels}, installNamespace);
   std::vector<std::string> weaker;
   if (after != nullptr) {
-    // A policy still governs it: only a downgrade needs an approver.
+    // A policy still governs it: only a downgrade, or a change to the Pod Security labels the
+    // controller sets for it, needs an approver.
     weaker = weakenings(*before, *after);
+    for (const auto& [key, value] : podSecurityLabels(*after)) {
+      auto was = oldLabels.find(key);
+      auto is = newLabels.find(key);
+      const bool changed = (was == oldLabels.end()) != (is == newLabels.end()) ||
+                           (was != oldLabels.end() && was->second != is->second);
+      if (changed && (is == newLabels.end() || is->second != value)) {
+        weaker.push_back(key + (is == newLabels.end() ? " removed" : " set to " + is->second));
+      }
+    }
     if (weaker.empty()) {
       return Decision::allow();
     }
@@ -128,8 +139,11 @@ Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
     for (const auto& w : weaker) {
       list += (list.empty() ? "" : ", ") + w;
     }
-    change = "move namespace " + inQuotes(ns) + " from SegmentationPolicy " +
-             inQuotes(before->name) + " to the weaker " + inQuotes(after->name) + " (" + list;
+    change = after == before ? "weaken namespace " + inQuotes(ns) + " under SegmentationPolicy " +
+                                   inQuotes(before->name) + " (" + list
+                             : "move namespace " + inQuotes(ns) + " from SegmentationPolicy " +
+                                   inQuotes(before->name) + " to the weaker " +
+                                   inQuotes(after->name) + " (" + list;
   }
   return Decision::deny("bulkhead: this label change would " + change +
                             ", rule namespaceSelection); only a member of " + approvers +

@@ -73,7 +73,8 @@ Decision decideGeneratedObjectChange(const std::string& operation, const std::st
 
 // A namespace's labels changing from `oldLabels` to `newLabels` (through the namespace or its
 // status or finalize subresource): refused when it leaves every policy's selection, or moves to a
-// policy weaker than the one that governed it (see weakenings()), unless the user is in the
+// policy weaker than the one that governed it (see weakenings()), or changes a Pod Security label
+// the controller sets for its policy away from that policy's value, unless the user is in the
 // approver groups of the policy that governed it.
 Decision decideNamespaceLabels(const std::string& ns, const Labels& oldLabels,
                                const Labels& newLabels,

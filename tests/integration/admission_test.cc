@@ -144,7 +144,8 @@ TEST_CASE("each rule's minimal fix is admitted") {
           "securityContext": {"privileged": false, "capabilities": {"add": ["CHOWN"], "drop": ["ALL"]}}}]}})",
       R"({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "fix-sidecar", "namespace": "shop",
-                     "labels": {"app.kubernetes.io/name": "w", "sidecar.istio.io/inject": "true"}},
+                     "labels": {"app.kubernetes.io/name": "w"},
+                     "annotations": {"sidecar.istio.io/inject": "true"}},
         "spec": {"containers": [{"name": "web", "image": "nginx"}]}})",
   };
   for (const auto& manifest : fixed) {

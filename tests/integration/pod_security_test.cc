@@ -251,7 +251,6 @@ TEST_CASE(
   auto fail = fixtures("baseline", "fail");
   auto pass = fixtures("baseline", "pass");
   int refused = 0, refusedByValidation = 0, admittedInControl = 0, admitted = 0;
-  std::set<std::string> invalid;
   for (const auto& f : fail) {
     CAPTURE(f.name);
     Status inSelected = dryRunPod(f.pod, ns);

@@ -200,6 +200,40 @@ TEST_CASE("a label change that moves a namespace to a weaker policy needs an app
             .allowed);
 }
 
+TEST_CASE("the Pod Security labels Bulkhead sets are guarded like the selection") {
+  SegmentationPolicy p = named("baseline");
+  p.namespaceSelector = {{{"zero-trust", "on"}}, {}};
+  p.exceptions.approverGroups = {"security"};
+  std::vector<SegmentationPolicy> all = {p};
+  Labels set = {{"zero-trust", "on"},
+                {"pod-security.kubernetes.io/enforce", "baseline"},
+                {"pod-security.kubernetes.io/enforce-version", "latest"}};
+  Labels lowered = set;
+  lowered["pod-security.kubernetes.io/enforce"] = "privileged";
+  Decision d = decideNamespaceLabels("shop", set, lowered, all, "bulkhead-system", {"mallory", {}});
+  CHECK(d.message ==
+        "bulkhead: this label change would weaken namespace \"shop\" under SegmentationPolicy "
+        "\"baseline\" (pod-security.kubernetes.io/enforce set to privileged, rule "
+        "namespaceSelection); only a member of its approver groups may do that");
+  Labels removed = set;
+  removed.erase("pod-security.kubernetes.io/enforce-version");
+  CHECK(decideNamespaceLabels("shop", set, removed, all, "bulkhead-system", {"mallory", {}})
+            .message.find("pod-security.kubernetes.io/enforce-version removed") !=
+        std::string::npos);
+  CHECK(decideNamespaceLabels("shop", set, lowered, all, "bulkhead-system", {"sam", {"security"}})
+            .allowed);
+  // Labels not yet set, other labels, the warn and audit labels, a restore: anyone.
+  Labels unset = {{"zero-trust", "on"}};
+  CHECK(decideNamespaceLabels("shop", unset, {{"zero-trust", "on"}, {"team", "a"}}, all,
+                              "bulkhead-system", {"mallory", {}})
+            .allowed);
+  Labels warn = set;
+  warn["pod-security.kubernetes.io/warn"] = "restricted";
+  CHECK(decideNamespaceLabels("shop", set, warn, all, "bulkhead-system", {"mallory", {}}).allowed);
+  CHECK(
+      decideNamespaceLabels("shop", lowered, set, all, "bulkhead-system", {"mallory", {}}).allowed);
+}
+
 json networkPolicy(const json& spec) {
   return {{"apiVersion", "networking.k8s.io/v1"},
           {"kind", "NetworkPolicy"},
