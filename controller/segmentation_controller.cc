@@ -4,8 +4,9 @@
 #include <set>
 
 #include "common/log.h"
-#include "common/time_format.h"
 #include "common/metrics.h"
+#include "common/strings.h"
+#include "common/time_format.h"
 #include "kube/rate_limiter.h"
 #include "policy/exceptions.h"
 #include "policy/tenant_objects.h"
@@ -80,10 +81,6 @@ std::string namespaceOf(const json& o) { return o["metadata"].value("namespace",
 
 policy::NamespaceFacts namespaceFacts(const json& ns) {
   return {nameOf(ns), policy::labelsOf(ns)};
-}
-
-bool terminating(const json& o) {
-  return o["metadata"].contains("deletionTimestamp") && !o["metadata"]["deletionTimestamp"].is_null();
 }
 
 // The namespace informer's transform: the default one (no managedFields, no last-applied
@@ -163,8 +160,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
   networkPolicies_->store().addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
   tenantNetworkPolicies_ = std::make_unique<kube::Informer>(
       client_, clock_,
-      kube::informerOptions(kube::resources::kNetworkPolicies, "",
-                            std::string(policy::kManagedByLabel) + "!=" + policy::kManagedByValue));
+      kube::informerOptions(kube::resources::kNetworkPolicies, "", policy::kNotManagedBySelector));
   auto onTenantPolicy = [this](const json& o) {
     namespaceQueue_.add(o["metadata"].value("namespace", ""));
     enqueueAllPolicies(kStatusDelay);
@@ -189,7 +185,8 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
          enqueueAllPolicies(kStatusDelay);
        },
        [this](const json& old, const json& o) {
-         if (policy::labelsOf(old) != policy::labelsOf(o) || terminating(old) != terminating(o)) {
+         if (policy::labelsOf(old) != policy::labelsOf(o) ||
+             policy::isTerminating(old) != policy::isTerminating(o)) {
            namespaceQueue_.add(nameOf(o));
            enqueueAllPolicies(kStatusDelay);
            for (const auto& e : exceptions_->store().byNamespace(nameOf(o))) {
@@ -220,7 +217,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
          // namespaces or exceptions depend on: only the policy itself is looked at again.
          if (old["metadata"].value("generation", int64_t{0}) ==
                  o["metadata"].value("generation", int64_t{0}) &&
-             terminating(old) == terminating(o)) {
+             policy::isTerminating(old) == policy::isTerminating(o)) {
            policyQueue_.add(nameOf(o));
            return;
          }
@@ -428,7 +425,7 @@ void SegmentationController::startIstioInformers() {
                            [this](const json& o) { onManagedObjectEvent(o, true); }});
     inf->start();
   }
-  const std::string tenant = std::string(policy::kManagedByLabel) + "!=" + policy::kManagedByValue;
+  const std::string tenant = policy::kNotManagedBySelector;
   auto tenantPa = std::make_unique<kube::Informer>(
       client_, clock_, kube::informerOptions(resources::kPeerAuthentications, "", tenant));
   auto tenantAp = std::make_unique<kube::Informer>(
@@ -676,7 +673,7 @@ const kube::ResourceType& SegmentationController::typeOf(const json& object) con
 
 Status SegmentationController::reconcileNamespace(const std::string& nsName) {
   kube::ObjectPtr ns = namespaces_->store().get(nsName);
-  if (ns == nullptr || terminating(*ns)) {
+  if (ns == nullptr || policy::isTerminating(*ns)) {
     return okStatus();  // its objects go with it
   }
   auto all = policies();
@@ -886,10 +883,7 @@ std::vector<std::string> SegmentationController::tenantPolicyViolations(
   for (const auto& [kind, o] : objects) {
     auto found = policy::tenantObjectViolations(kind, ns, *o, p);
     if (!found.empty()) {
-      std::string lowerKind = kind;
-      std::transform(lowerKind.begin(), lowerKind.end(), lowerKind.begin(),
-                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-      out.push_back(lowerKind + " \"" + nameOf(*o) + "\" reaches outside the namespace (" +
+      out.push_back(asciiLower(kind) + " \"" + nameOf(*o) + "\" reaches outside the namespace (" +
                     found.front() + (found.size() > 1 ? ", ..." : "") + ")");
     }
   }
@@ -965,7 +959,7 @@ Status SegmentationController::cleanUpDeletedPolicy(const policy::SegmentationPo
   // some that no policy wants any more (this one selects nothing now) waits for its reconcile.
   auto all = policies();
   for (const auto& ns : namespaces_->store().list()) {
-    if (terminating(*ns) ||
+    if (policy::isTerminating(*ns) ||
         policy::labelsAppliedBy(*ns, options_.podSecurityFieldManager).empty()) {
       continue;
     }

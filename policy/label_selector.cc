@@ -130,6 +130,15 @@ StatusOr<LabelSelector> decodeLabelSelector(const nlohmann::json& j, const std::
   }
 }
 
+bool isTerminating(const nlohmann::json& object) {
+  auto md = object.find("metadata");
+  if (md == object.end() || !md->is_object()) {
+    return false;
+  }
+  auto ts = md->find("deletionTimestamp");
+  return ts != md->end() && !ts->is_null();
+}
+
 Labels labelsOf(const nlohmann::json& object) {
   Labels out;
   auto md = object.find("metadata");

@@ -40,4 +40,7 @@ StatusOr<LabelSelector> decodeLabelSelector(const nlohmann::json& j, const std::
 // metadata.labels of an object, {} when absent.
 Labels labelsOf(const nlohmann::json& object);
 
+// Is the object being deleted (metadata.deletionTimestamp set)?
+bool isTerminating(const nlohmann::json& object);
+
 }  // namespace bulkhead::policy

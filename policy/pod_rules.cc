@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdio>
 
+#include "common/strings.h"
+
 namespace bulkhead::policy {
 namespace {
 
@@ -63,16 +65,6 @@ bool pathLess(std::string_view a, std::string_view b) {
   return a.size() - i < b.size() - j;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
-}
-
 // A string value as shown in a message: double-quoted, escaped, and cut at kMaxShownValue bytes
 // (on a UTF-8 character boundary) so a huge annotation cannot flood the response.
 std::string displayValue(std::string_view s) {
@@ -106,7 +98,7 @@ std::string displayValue(std::string_view s) {
 // for "y", "yes", "true", "on" (any case) and applies the namespace default for ""; every other
 // value, not just "false", opts the pod out.
 bool injectOptOut(std::string_view value) {
-  std::string v = lower(value);
+  std::string v = asciiLower(value);
   return !(v.empty() || v == "y" || v == "yes" || v == "true" || v == "on");
 }
 
@@ -300,13 +292,14 @@ std::string fixFor(const PodFacts& pod, const Violation& v) {
 }
 
 std::string subject(const PodFacts& pod) {
-  return "bulkhead: " + lower(pod.kind) + " \"" + pod.name + "\" in namespace \"" + pod.ns + "\"";
+  return "bulkhead: " + asciiLower(pod.kind) + " \"" + pod.name + "\" in namespace \"" + pod.ns +
+         "\"";
 }
 
 }  // namespace
 
 std::string normalizeCapability(std::string_view name) {
-  if (name.size() >= 4 && lower(name.substr(0, 4)) == "cap_") {
+  if (name.size() >= 4 && asciiLower(name.substr(0, 4)) == "cap_") {
     name.remove_prefix(4);
   }
   std::string out(name);
@@ -476,7 +469,7 @@ std::vector<Violation> evaluatePod(const PodFacts& pod, const SegmentationPolicy
         optOut(pod.labels, it->first, it->second);
       }
       if (auto it = pod.annotations.value.find(std::string(kBypassInboundKey));
-          it != pod.annotations.value.end() && lower(it->second) == "true") {
+          it != pod.annotations.value.end() && asciiLower(it->second) == "true") {
         optOut(pod.annotations, it->first, it->second);
       }
     } else {

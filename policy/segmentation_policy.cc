@@ -172,7 +172,7 @@ std::vector<SegmentationPolicy> decodePolicies(const std::vector<const json*>& o
     for (const auto& last : previous) {
       if (!uid.empty() && last.uid == uid) {
         out.push_back(last);
-        out.back().deleting |= md.contains("deletionTimestamp") && !md["deletionTimestamp"].is_null();
+        out.back().deleting |= isTerminating(*o);
       }
     }
   }
@@ -311,7 +311,7 @@ StatusOr<SegmentationPolicy> decodeSegmentationPolicyUnchecked(const json& objec
   }
   p.uid = md.value("uid", "");
   p.generation = md.value("generation", int64_t{0});
-  p.deleting = md.contains("deletionTimestamp") && !md["deletionTimestamp"].is_null();
+  p.deleting = isTerminating(object);
   if (auto f = md.find("finalizers"); f != md.end() && f->is_array()) {
     for (const auto& v : *f) {
       p.hasFinalizer |= v == kFinalizer;

@@ -15,6 +15,13 @@ inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
 inline constexpr const char* kManagedByValue = "bulkhead";
 // The label selector of every generated object.
 inline constexpr const char* kManagedBySelector = "app.kubernetes.io/managed-by=bulkhead";
+// Do these labels mark an object Bulkhead generated?
+inline bool isGenerated(const Labels& labels) {
+  auto it = labels.find(kManagedByLabel);
+  return it != labels.end() && it->second == kManagedByValue;
+}
+// The label selector of everything else: tenants' own objects.
+inline constexpr const char* kNotManagedBySelector = "app.kubernetes.io/managed-by!=bulkhead";
 // The generated NetworkPolicy whose presence makes a namespace segmented (SPEC 1.2, 3.1).
 inline constexpr const char* kDefaultDenyName = "bulkhead-default-deny";
 inline constexpr const char* kPolicyLabel = "bulkhead.dev/policy";

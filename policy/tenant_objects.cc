@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/strings.h"
 #include "policy/segmentation.h"
 
 namespace bulkhead::policy {
@@ -143,12 +144,6 @@ std::string hintFor(const std::string& kind) {
          "mesh.tenantConfiguration: Allowed in the SegmentationPolicy";
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 }  // namespace
 
 std::vector<std::string> tenantObjectViolations(const std::string& kind, const std::string& ns,
@@ -198,7 +193,7 @@ Decision decideTenantObject(const std::string& kind, const std::string& ns, cons
   if (found.size() > kMaxListed) {
     evidence += "; and " + std::to_string(found.size() - kMaxListed) + " more";
   }
-  std::string message = "bulkhead: " + lower(kind) + " \"" + name + "\" in namespace \"" + ns +
+  std::string message = "bulkhead: " + asciiLower(kind) + " \"" + name + "\" in namespace \"" + ns +
                         "\" violates " + rule + " (" + evidence + ") of SegmentationPolicy \"" +
                         governing->name + "\"; " + hintFor(kind);
   return applyMode(governing->mode, message, {rule}, {message});

@@ -177,10 +177,13 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
     if (facts->name.empty()) {
       facts->name = req.name;
     }
-    if (!namespaces_->store().contains(req.ns)) {
+    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
+    if (nsObj == nullptr) {
       return namespaceUnknown(req.ns);
     }
-    const policy::SegmentationPolicy* gov = governing(all, req.ns);
+    const policy::Labels nsLabels = policy::labelsOf(*nsObj);
+    const policy::SegmentationPolicy* gov =
+        policy::governingPolicy(all, {req.ns, nsLabels}, options_.installNamespace);
     std::vector<policy::SegmentationException> exceptions;
     for (const auto& o : exceptions_->store().byNamespace(req.ns)) {
       if (auto ex = policy::decodeSegmentationException(*o); ex.ok()) {
@@ -194,8 +197,6 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
     }
     const bool segmented =
         networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
-    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
-    const policy::Labels nsLabels = nsObj ? policy::labelsOf(*nsObj) : policy::Labels();
     policy::PodReview review;
     review.pod = &*facts;
     review.governing = gov;
@@ -213,18 +214,13 @@ policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
   if (kGeneratedKinds.contains(resource) &&
       (req.operation == "UPDATE" || req.operation == "DELETE")) {
     const policy::Labels oldLabels = policy::labelsOf(req.oldObject);
-    auto managed = oldLabels.find(policy::kManagedByLabel);
-    if (req.operation == "UPDATE" &&
-        (managed == oldLabels.end() || managed->second != policy::kManagedByValue)) {
+    if (req.operation == "UPDATE" && !policy::isGenerated(oldLabels)) {
       return decideTenantObject(req, all);  // a tenant's own object
     }
     kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
-    const bool terminating = nsObj != nullptr && nsObj->contains("metadata") &&
-                             (*nsObj)["metadata"].contains("deletionTimestamp") &&
-                             !(*nsObj)["metadata"]["deletionTimestamp"].is_null();
-    return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name,
-                                               policy::labelsOf(req.oldObject), req.user.username,
-                                               options_.controllerUsername, terminating);
+    return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name, oldLabels,
+                                               req.user.username, options_.controllerUsername,
+                                               nsObj != nullptr && policy::isTerminating(*nsObj));
   }
   if ((kGeneratedKinds.contains(resource) || kTenantMeshKinds.contains(resource)) &&
       (req.operation == "CREATE" || req.operation == "UPDATE")) {
