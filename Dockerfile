@@ -1,6 +1,7 @@
 # Bulkhead's container image: built in a Debian 12 builder with the -dev packages, run on
 # bookworm-slim with only the shared libraries the binary links, as a non-root user.
-# (Not buildable on the project's build machines, which have no Docker engine.)
+# The node tests build exactly this file with buildah (scripts/node.sh build: `buildah build
+# --network host --isolation chroot`, on a debootstrap-made Debian as debian:bookworm{,-slim}).
 FROM debian:bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config ca-certificates \

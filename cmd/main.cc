@@ -46,6 +46,9 @@ struct Options {
   std::string leaderElectionNamespace;
   std::string leaderElectionId = "bulkhead";
   std::string leaderElectionIdentity;
+  std::chrono::milliseconds leaseDuration{15'000};
+  std::chrono::milliseconds renewDeadline{10'000};
+  std::chrono::milliseconds retryPeriod{2'000};
   std::chrono::milliseconds shutdownTimeout{10'000};
   std::chrono::milliseconds resyncPeriod{600'000};
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
@@ -248,8 +251,9 @@ int serve(const Options& opts) {
                                 {"port", (*metricsServer)->port()}});
 
   // What runs only on the leader: the controllers and, with --manage-webhook-certs, the
-  // certificate rotator. The controller's start() blocks until its caches sync, so it runs on a
-  // thread of its own.
+  // certificate rotator. They are made anew each time this replica leads, so a replica that lost
+  // the Lease and wins it again starts from fresh caches with a full reconcile. The controller's
+  // start() blocks until its caches sync, so it runs on a thread of its own.
   webhooks::CertificateRotatorOptions rotation;
   if (opts.manageWebhookCerts) {
     rotation.ns = ns;
@@ -316,14 +320,20 @@ int serve(const Options& opts) {
   le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
   le.leaseName = opts.leaderElectionId;
   le.identity = identity;
+  le.leaseDuration = opts.leaseDuration;
+  le.renewDeadline = opts.renewDeadline;
+  le.retryPeriod = opts.retryPeriod;
   kube::LeaderElector elector(*client, clock, le);
-  bool lost = false;
+  // A lost Lease (an API server outage longer than the renew deadline, say) stops only what is
+  // leader-only: admission is answered from the webhook's own caches, which resync by themselves.
   std::thread electing([&] {
     elector.run(startControllers, [&] {
       stopControllers();
       if (!Shutdown::requested()) {
-        lost = true;
-        Shutdown::request();  // a replica that lost the Lease restarts clean
+        log::warn(webhook ? "lost leadership; controllers stopped, webhook keeps serving, "
+                            "campaigning again"
+                          : "lost leadership; controllers stopped, campaigning again",
+                  {{"identity", identity}});
       }
     });
   });
@@ -331,11 +341,21 @@ int serve(const Options& opts) {
   elector.stop();
   electing.join();
   events->stop();
-  return lost || webhookFailed ? 1 : 0;
+  return webhookFailed ? 1 : 0;
 }
 
 // Flag combinations that cannot work, as a message; empty when fine.
 std::string checkOptions(const Options& opts) {
+  // As client-go requires, and in whole seconds: the Lease records the duration in seconds, and
+  // rounding it down would let other replicas take over before this one gives up.
+  if (opts.retryPeriod <= std::chrono::milliseconds(0) || opts.renewDeadline <= opts.retryPeriod ||
+      opts.leaseDuration <= opts.renewDeadline) {
+    return "--leader-elect-lease-duration must exceed --leader-elect-renew-deadline, which must "
+           "exceed --leader-elect-retry-period (> 0)";
+  }
+  if (opts.leaseDuration % std::chrono::seconds(1) != std::chrono::milliseconds(0)) {
+    return "--leader-elect-lease-duration must be a whole number of seconds";
+  }
   if (opts.webhookBindAddress.empty()) {
     return opts.manageWebhookCerts ? "--manage-webhook-certs needs --webhook-bind-address" : "";
   }
@@ -385,6 +405,14 @@ int run(int argc, char** argv) {
   flags.addString("leader-election-id", &opts.leaderElectionId, "name of the leader Lease");
   flags.addString("leader-election-identity", &opts.leaderElectionIdentity,
                   "this replica's identity in the Lease (default: hostname_random)");
+  flags.addDuration("leader-elect-lease-duration", &opts.leaseDuration,
+                    "how long the other replicas wait before taking over a Lease not renewed "
+                    "(whole seconds)");
+  flags.addDuration("leader-elect-renew-deadline", &opts.renewDeadline,
+                    "how long the leader keeps trying to renew before it stops its controllers "
+                    "and campaigns again");
+  flags.addDuration("leader-elect-retry-period", &opts.retryPeriod,
+                    "how often the Lease is renewed, or tried for");
   flags.addDuration("shutdown-timeout", &opts.shutdownTimeout,
                     "how long in-flight work may take after SIGTERM");
   flags.addDuration("resync-period", &opts.resyncPeriod,

@@ -322,12 +322,20 @@ bool SegmentationController::sleepFor(milliseconds d) {
 }
 
 void SegmentationController::start() {
-  namespaces_->start();
-  policies_->start();
-  networkPolicies_->start();
-  tenantNetworkPolicies_->start();
-  endpointSlices_->start();
-  exceptions_->start();
+  // stop() may come at any moment, even first (leadership lost at once): under mu_, either it has
+  // and nothing starts, or everything it stops was started before it looks.
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    namespaces_->start();
+    policies_->start();
+    networkPolicies_->start();
+    tenantNetworkPolicies_->start();
+    endpointSlices_->start();
+    exceptions_->start();
+  }
   // Mesh discovery first, so that the first reconciles already know whether Istio is there.
   auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
   if (served.ok() && *served) {
@@ -371,14 +379,20 @@ void SegmentationController::start() {
   enqueueAllNamespaces();
   enqueueAllPolicies(milliseconds(0));
   enqueueAllExceptions();
-  running_ = true;
-  for (int i = 0; i < options_.namespaceWorkers; ++i) {
-    threads_.emplace_back([this] { namespaceWorker(); });
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    running_ = true;
+    for (int i = 0; i < options_.namespaceWorkers; ++i) {
+      threads_.emplace_back([this] { namespaceWorker(); });
+    }
+    threads_.emplace_back([this] { policyWorker(); });
+    threads_.emplace_back([this] { exceptionWorker(); });
+    threads_.emplace_back([this] { meshDiscoveryLoop(); });
+    threads_.emplace_back([this] { resyncLoop(); });
   }
-  threads_.emplace_back([this] { policyWorker(); });
-  threads_.emplace_back([this] { exceptionWorker(); });
-  threads_.emplace_back([this] { meshDiscoveryLoop(); });
-  threads_.emplace_back([this] { resyncLoop(); });
   log::info("segmentation controller started",
             {{"namespaces", static_cast<int64_t>(namespaces_->store().size())},
              {"policies", static_cast<int64_t>(policies_->store().size())},
@@ -440,6 +454,9 @@ void SegmentationController::startIstioInformers() {
     inf->start();
   }
   std::lock_guard lock(mu_);
+  if (stopping_) {
+    return;  // stop() has taken the informers already: these stop as they go out of scope
+  }
   peerAuthentications_ = std::move(pa);
   authorizationPolicies_ = std::move(ap);
   tenantPeerAuthentications_ = std::move(tenantPa);
@@ -486,10 +503,13 @@ void SegmentationController::meshDiscoveryLoop() {
       bool synced = false;
       {
         std::lock_guard lock(mu_);
-        synced = peerAuthentications_->hasSynced() && authorizationPolicies_->hasSynced();
+        synced = peerAuthentications_ != nullptr && peerAuthentications_->hasSynced() &&
+                 authorizationPolicies_->hasSynced();
       }
       if (!synced) {
-        sleepFor(milliseconds(100));
+        if (!sleepFor(milliseconds(100))) {
+          return;
+        }
         first = true;  // check again soon
         continue;
       }

@@ -117,8 +117,7 @@ Status LeaderElector::release() {
   return client_->update(resources::kLeases, lease).status();
 }
 
-void LeaderElector::run(const std::function<void()>& onStartedLeading,
-                        const std::function<void()>& onStoppedLeading) {
+bool LeaderElector::acquire() {
   std::mt19937 rng(std::random_device{}());
   std::uniform_real_distribution<double> jitter(1.0, 1.2);
   auto retry = [&] {
@@ -131,7 +130,7 @@ void LeaderElector::run(const std::function<void()>& onStartedLeading,
   while (!stopping_) {
     Status s = tryAcquireOrRenew();
     if (s.ok()) {
-      break;
+      return !stopping_;
     }
     if (s.code() != StatusCode::kConflict) {
       log::warn("acquiring the leader lease failed", {{"error", s.toString()}});
@@ -145,16 +144,13 @@ void LeaderElector::run(const std::function<void()>& onStartedLeading,
                         wait);
     }
     if (!sleepFor(wait)) {
-      return;
+      return false;
     }
   }
-  if (stopping_) {
-    return;
-  }
-  leaderGauge().set(1);
-  log::info("became leader", {{"identity", config_.identity}});
-  onStartedLeading();
+  return false;
+}
 
+bool LeaderElector::renewUntilLost() {
   MonoTime lastRenew = clock_->monotonicNow();
   while (sleepFor(config_.retryPeriod)) {
     Status s = tryAcquireOrRenew();
@@ -165,19 +161,30 @@ void LeaderElector::run(const std::function<void()>& onStartedLeading,
     log::warn("renewing the leader lease failed", {{"error", s.toString()}});
     bool takenOver = !observedHolder_.empty() && observedHolder_ != config_.identity;
     if (takenOver || clock_->monotonicNow() - lastRenew >= config_.renewDeadline) {
-      log::error("lost leadership", {{"identity", config_.identity}});
-      leaderGauge().set(0);
-      onStoppedLeading();
-      return;
+      return true;
     }
   }
-  // stop() while leading: hand over at once instead of making the others wait out the lease.
-  leaderGauge().set(0);
-  onStoppedLeading();
-  if (Status s = release(); !s.ok()) {
-    log::warn("releasing the leader lease failed", {{"error", s.toString()}});
-  } else {
-    log::info("released the leader lease", {{"identity", config_.identity}});
+  return false;
+}
+
+void LeaderElector::run(const std::function<void()>& onStartedLeading,
+                        const std::function<void()>& onStoppedLeading) {
+  while (acquire()) {
+    leaderGauge().set(1);
+    log::info("became leader", {{"identity", config_.identity}});
+    onStartedLeading();
+    const bool lost = renewUntilLost();
+    leaderGauge().set(0);
+    onStoppedLeading();
+    if (!lost) {
+      // stop() while leading: hand over at once instead of making the others wait out the lease.
+      if (Status s = release(); !s.ok()) {
+        log::warn("releasing the leader lease failed", {{"error", s.toString()}});
+      } else {
+        log::info("released the leader lease", {{"identity", config_.identity}});
+      }
+      return;
+    }
   }
 }
 

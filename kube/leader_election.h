@@ -29,9 +29,12 @@ class LeaderElector {
  public:
   LeaderElector(ClientPtr client, ClockPtr clock, LeaderElectionConfig config);
 
-  // Blocks: campaigns until leading (or stop()), calls onStartedLeading (which must not block),
-  // renews until leadership is lost or stop() is called, then calls onStoppedLeading. On stop()
-  // while leading, the Lease is released so another replica takes over at its next retry.
+  // Blocks until stop(): campaigns until leading, calls onStartedLeading (which must not block),
+  // renews until leadership is lost or stop() is called, then calls onStoppedLeading. After a
+  // loss it campaigns again, so the two callbacks alternate for as long as the process lives;
+  // onStoppedLeading must have stopped everything leader-only when it returns, since another
+  // replica may take over once the Lease expires. On stop() while leading, the Lease is released
+  // so another replica takes over at its next retry.
   void run(const std::function<void()>& onStartedLeading,
            const std::function<void()>& onStoppedLeading);
   void stop();
@@ -41,6 +44,11 @@ class LeaderElector {
   // One attempt to acquire or renew. OK when we hold the Lease afterwards.
   Status tryAcquireOrRenew();
   Status release();
+  // Campaigns until this replica holds the Lease (true) or stop() is called (false).
+  bool acquire();
+  // Renews every retryPeriod until the Lease is lost (true: taken over, or not renewed within
+  // renewDeadline) or stop() is called (false).
+  bool renewUntilLost();
   bool sleepFor(std::chrono::milliseconds d);
 
   ClientPtr client_;

@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine: starts a real local Kubernetes control plane
-# (etcd + kube-apiserver), installs Bulkhead with its Helm chart (real Helm), runs `bulkhead`
-# locally as the chart's ServiceAccount (a real token) with the chart's Deployment args, the
-# chart's webhook configuration pointed at it, and runs the end-to-end suite: namespaces
-# segmented, a hostNetwork pod rejected, a Warn-mode warning, Pod Security labels set and enforced
-# by the API server, a SegmentationException honoured then expiring, generated objects guarded,
-# drift repaired, recovery from a lost webhook.
+# The main job, end to end on this machine.
 #
-#   scripts/demo.sh          run and clean up; exits non-zero if any check failed
-#   scripts/demo.sh --keep   leave everything running and print how to use it
+# By default on a real single-node cluster (scripts/node.sh: kubelet, containerd, kube-proxy,
+# CoreDNS, kube-router as the NetworkPolicy data plane): builds Bulkhead's image from the
+# Dockerfile, `helm install`s the chart so that Bulkhead runs as two pods, runs the end-to-end
+# suite (tests/e2e/suite.sh), then shows segmentation as traffic: a pod-to-pod connectivity matrix
+# before and after a SegmentationPolicy (tests/node/connectivity.sh), and the chart's life as pods
+# (tests/node/lifecycle.sh: Lease, certificates, leader handover, uninstall).
+#
+# With --no-node (or where no node can run), an API server alone: starts etcd + kube-apiserver,
+# installs the chart, runs `bulkhead` locally as the chart's ServiceAccount (a real token) with
+# the chart's Deployment args and the chart's webhook configuration pointed at it, and runs the
+# same end-to-end suite.
+#
+#   scripts/demo.sh [--no-node] [--keep]
+#                            run and clean up; exits non-zero if any check failed; --keep
+#                            leaves everything running and prints how to use it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 keep=false
-[ "${1:-}" = "--keep" ] && keep=true
+node=true
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=true ;;
+    --no-node) node=false ;;
+    *) echo "usage: scripts/demo.sh [--no-node] [--keep]" >&2; exit 2 ;;
+  esac
+done
+if $node && ! why=$(scripts/node.sh check 2>&1); then
+  echo "demo: ${why#node: } -- running on an API server alone (--no-node)"
+  node=false
+fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
 
 scripts/install-deps.sh
+if $node; then
+  args=()
+  $keep && args+=(--keep)
+  exec tests/node/run.sh "${args[@]}"
+fi
 scripts/testenv.sh build
 if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

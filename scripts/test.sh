@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: unit, integration (real kube-apiserver + etcd; the chart
-# with real Helm), the end-to-end suite through scripts/demo.sh, and the pure core's unit tests
-# again under AddressSanitizer + UBSan. Exits non-zero on any failure.
+# with real Helm), the end-to-end suite on an API server alone (scripts/demo.sh --no-node), the
+# node suite on a real single-node cluster (tests/node/run.sh: Bulkhead's image, the chart as
+# pods, segmentation proven by traffic), and the pure core's unit tests again under
+# AddressSanitizer + UBSan. Exits non-zero on any failure.
 # Installs what it needs when missing; fast when already set up.
 #
 #   scripts/test.sh              everything
@@ -82,8 +84,17 @@ ctest --test-dir build --output-on-failure -L integration || status=1
 end
 check_leftovers || status=1
 
-begin "end-to-end suite (scripts/demo.sh)"
-scripts/demo.sh || status=1
+begin "end-to-end suite on an API server (scripts/demo.sh --no-node)"
+scripts/demo.sh --no-node || status=1
+end
+
+# The node suite needs root and a kernel that runs containers; where it cannot run, say why.
+begin "node suite (tests/node/run.sh)"
+if why=$(scripts/node.sh check 2>&1); then
+  tests/node/run.sh || status=1
+else
+  echo "scripts/test.sh: SKIPPED the node suite: ${why#node: }"
+fi
 end
 
 begin "pure core under ASan+UBSan"

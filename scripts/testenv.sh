@@ -6,7 +6,7 @@
 #                           ServiceMonitor CRDs; a no-op when they are there already
 #   testenv.sh paths        print the directories and files the build provides (shell assignments)
 #   testenv.sh istio-crds   only fetch Istio's CRDs (for scripts/e2e-kind.sh); prints the file
-#   testenv.sh start DIR [--owner PID]
+#   testenv.sh start DIR [--owner PID] [--node-ip IP]
 #                           start etcd + kube-apiserver on free loopback ports; writes
 #                           DIR/kubeconfig and DIR/env (source it). With --owner, a watchdog stops
 #                           them when process PID exits, however it exits. DIR/env also names
@@ -16,6 +16,11 @@
 #                           own sidecar injector as a command (tests/tools/istio-inject/main.go);
 #                           and TESTENV_POD_SECURITY_FIXTURES, Kubernetes' own Pod Security
 #                           fixtures for this control plane's version: LEVEL/{pass,fail}/*.yaml
+#                           With --node-ip (scripts/node.sh), the control plane of a cluster
+#                           with a node: kube-apiserver $NODE_K8S_VERSION on IP, its Service
+#                           range 10.96.0.0/16, ServiceAccount admission, Node authorization
+#   testenv.sh build-node-kubernetes
+#                           build the node cluster's Kubernetes binaries; prints their folder
 #   testenv.sh stop DIR     stop exactly the processes started in DIR and remove DIR
 #   testenv.sh apiserver-stop DIR / apiserver-start DIR
 #                           stop or start only the kube-apiserver (same port, same etcd)
@@ -26,9 +31,14 @@
 #                           garbage-collector-controller). Returns when it is healthy and the
 #                           controllers have started. `stop DIR` and the watchdog stop it too
 #   testenv.sh kcm-stop DIR stop only the kube-controller-manager
+#   testenv.sh client-kubeconfig DIR NAME CN [ORG]
+#                           DIR/NAME.kubeconfig for the user CN (group ORG), a certificate of its own
 set -euo pipefail
 
 K8S_VERSION=v1.35.4
+# The node cluster (scripts/node.sh) runs the newest minor, so every run tests the oldest and
+# the newest supported Kubernetes.
+NODE_K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.20.2
 ISTIO_API_VERSION=v1.32.0
@@ -40,6 +50,7 @@ PROM_OPERATOR_VERSION=v0.85.0
 
 CACHE_ROOT="${BULKHEAD_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/testbin}"
 K8S_DIR="$CACHE_ROOT/kubernetes-$K8S_VERSION"
+NODE_K8S_DIR="$CACHE_ROOT/kubernetes-$NODE_K8S_VERSION"
 ETCD_DIR="$CACHE_ROOT/etcd-$ETCD_VERSION"
 HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
 ISTIO_DIR="$CACHE_ROOT/istio-api-$ISTIO_API_VERSION"
@@ -66,64 +77,82 @@ die() { echo "testenv: error: $*" >&2; exit 1; }
 # build
 
 K8S_COMMANDS="kube-apiserver kubectl kube-controller-manager"
+# The node cluster's: a control plane, a node, and agnhost (Kubernetes' own e2e test server).
+NODE_K8S_COMMANDS="kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy
+  test/images/agnhost"
 
-# Is $K8S_DIR/CMD there and of version $K8S_VERSION?
+# Is DIR/CMD there and of VERSION?
 k8s_binary_ok() {
-  local bin="$K8S_DIR/$1"
+  local version=$1 bin=$2/$3
   [ -x "$bin" ] || return 1
-  if [ "$1" = kubectl ]; then
-    grep -qx "Client Version: $K8S_VERSION" <<<"$("$bin" version --client 2>/dev/null)"
+  if [ "$3" = kubectl ]; then
+    grep -qx "Client Version: $version" <<<"$("$bin" version --client 2>/dev/null)"
   else
-    grep -qx "Kubernetes $K8S_VERSION" <<<"$("$bin" --version 2>/dev/null)"
+    grep -qx "Kubernetes $version" <<<"$("$bin" --version 2>/dev/null)"
   fi
 }
 
+# build_kubernetes VERSION DIR CMD...: build k8s.io/kubernetes/cmd/CMD at VERSION into DIR (only
+# the missing ones). A CMD with a slash is a package path inside the module (test/images/agnhost),
+# installed under its last element and stamped with a VERSION file instead of --version.
 build_kubernetes() {
-  local cmd missing=""
-  for cmd in $K8S_COMMANDS; do k8s_binary_ok "$cmd" || missing+=" $cmd"; done
+  local version=$1 dir=$2 cmd missing=""
+  shift 2
+  for cmd in "$@"; do
+    case "$cmd" in
+      */*) [ -x "$dir/${cmd##*/}" ] && [ "$(cat "$dir/${cmd##*/}.version" 2>/dev/null)" = "$version" ] ||
+             missing+=" $cmd" ;;
+      *) k8s_binary_ok "$version" "$dir" "$cmd" || missing+=" $cmd" ;;
+    esac
+  done
   [ -n "$missing" ] || return 0
-  log "building$missing $K8S_VERSION (several minutes when cold)"
+  log "building$missing $version (several minutes each when cold)"
   local work gomod
   work=$(mktemp -d); scratch+=("$work")
-  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$version" |
           python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  local staging_version="v0.${K8S_VERSION#v1.}"
+  local staging_version="v0.${version#v1.}"
   {
     echo "module bulkhead.dev/testenv/kubernetes"
     echo
     grep -E '^go [0-9.]+$' "$gomod"
     grep -E '^godebug ' "$gomod" || true
     echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo "require k8s.io/kubernetes $version"
     echo
     # Every k8s.io module that k8s.io/kubernetes requires at v0.0.0 is a staging module mapped
     # to a local folder upstream; map it to its published version instead.
     grep -Eo '^\s*k8s\.io/[A-Za-z0-9._/-]+ v0\.0\.0$' "$gomod" | awk -v v="$staging_version" \
       '{print "replace " $1 " => " $1 " " v}'
   } > "$work/go.mod"
-  cat > "$work/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in $missing; do
+      case "$cmd" in */*) printf '\t_ "k8s.io/kubernetes/%s"\n' "$cmd" ;;
+                     *) printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd" ;; esac
+    done
+    printf ')\n'
+  } > "$work/tools.go"
   (cd "$work" && go mod tidy >/dev/null 2>&1 || (cd "$work" && go mod tidy))
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local minor="${version#v1.}"; minor="${minor%%.*}"
   local ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   done
-  mkdir -p "$K8S_DIR"
+  mkdir -p "$dir"
   # Only what is missing: the rest is there already, and the Go build cache has its packages.
+  local n=0 total
+  total=$(wc -w <<<"$missing")
   for cmd in $missing; do
+    n=$((n + 1))
+    local name=${cmd##*/} pkg="k8s.io/kubernetes/cmd/$cmd" start=$SECONDS
+    case "$cmd" in */*) pkg="k8s.io/kubernetes/$cmd" ;; esac
+    log "  [$n/$total] $name $version ..."
     (cd "$work" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
-      -o "$K8S_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
-    mv "$K8S_DIR/$cmd.tmp" "$K8S_DIR/$cmd"
+      -o "$dir/$name.tmp" "$pkg")
+    mv "$dir/$name.tmp" "$dir/$name"
+    case "$cmd" in */*) echo "$version" > "$dir/$name.version" ;; esac
+    log "  [$n/$total] $name built in $((SECONDS - start)) s"
   done
 }
 
@@ -146,16 +175,27 @@ build_etcd() {
   mv "$ETCD_DIR/etcd.tmp" "$ETCD_DIR/etcd"
 }
 
+# Helm as its releases build it: the version, and the Kubernetes version that `helm template`
+# and `helm lint` assume (the minor of the client-go it is built with; without these ldflags it
+# assumes v1.20.0 and charts with a newer kubeVersion refuse to render). A stamp file records it.
 build_helm() {
-  if [ -x "$HELM_DIR/helm" ] &&
+  if [ -x "$HELM_DIR/helm" ] && [ -s "$HELM_DIR/helm.kube-version" ] &&
      grep -q "^$HELM_VERSION" <<<"$("$HELM_DIR/helm" version --short 2>/dev/null)"; then
     return 0
   fi
   log "building helm $HELM_VERSION"
+  local gomod client_go minor ldflags
+  gomod=$(cd /tmp && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  client_go=$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$gomod")
+  minor=${client_go#v0.}; minor=${minor%%.*}
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   mkdir -p "$HELM_DIR"
-  GOBIN="$HELM_DIR" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$HELM_DIR" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  echo "v1.$minor" > "$HELM_DIR/helm.kube-version"
 }
 
 # go mod download MODULE@VERSION and print its directory in the module cache.
@@ -284,7 +324,7 @@ cmd_build() {
   fetch_pod_security_fixtures
   build_etcd
   build_helm
-  build_kubernetes
+  build_kubernetes "$K8S_VERSION" "$K8S_DIR" $K8S_COMMANDS
   build_istio_inject
 }
 
@@ -333,7 +373,9 @@ stop_pid() {
 }
 
 make_certs() {
-  local d=$1/pki
+  local d=$1/pki san="IP:127.0.0.1,DNS:localhost"
+  # A node cluster's pods reach the API server by the node's address and the kubernetes Service.
+  [ -n "${2:-}" ] && san+=",IP:$2,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   mkdir -p "$d"
   (
     cd "$d"
@@ -342,7 +384,7 @@ make_certs() {
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out apiserver.key 2>/dev/null
     openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > apiserver.ext
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san" > apiserver.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
       -extfile apiserver.ext -out apiserver.crt 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out admin.key 2>/dev/null
@@ -373,40 +415,56 @@ apiserver_start() {
   local dir=$1
   # shellcheck disable=SC1091
   source "$dir/ports"
-  local p="$dir/pki"
-  "$K8S_DIR/kube-apiserver" \
+  local p="$dir/pki" ip=${NODE_IP:-127.0.0.1} mode
+  if [ -n "${NODE_IP:-}" ]; then
+    # A cluster with a node: ServiceAccount tokens in pods, the kubelet authorised as a node,
+    # and a client certificate to reach the kubelet (logs, exec).
+    mode=(--service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC
+          --enable-admission-plugins NodeRestriction
+          --kubelet-client-certificate "$p/apiserver-kubelet-client.crt"
+          --kubelet-client-key "$p/apiserver-kubelet-client.key"
+          --kubelet-preferred-address-types InternalIP)
+  else
+    # An API server alone: no token controller runs, so no ServiceAccount admission.
+    mode=(--service-cluster-ip-range 10.0.0.0/24 --authorization-mode RBAC
+          --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false)
+  fi
+  "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address "$ip" --advertise-address "$ip" --secure-port "$APISERVER_PORT" \
     --cert-dir "$dir/apiserver-certs" \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
-    --client-ca-file "$p/ca.crt" --authorization-mode RBAC \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --service-account-issuer "https://127.0.0.1:$APISERVER_PORT/" \
+    --client-ca-file "$p/ca.crt" \
+    --service-account-issuer "https://$ip:$APISERVER_PORT/" \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
-    --disable-admission-plugins ServiceAccount --allow-privileged=true \
-    --enable-priority-and-fairness=false \
+    --allow-privileged=true "${mode[@]}" \
     >>"$dir/kube-apiserver.log" 2>&1 &
   local pid=$!
   echo "$pid" > "$dir/kube-apiserver.pid"
-  if ! wait_ready "$dir" "$pid" "https://127.0.0.1:$APISERVER_PORT"; then
+  if ! wait_ready "$dir" "$pid" "https://$ip:$APISERVER_PORT"; then
     tail -n 30 "$dir/kube-apiserver.log" >&2
     return 1
   fi
 }
 
 cmd_start() {
-  local dir=${1:?usage: testenv.sh start DIR}
-  [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$ETCD_DIR/etcd" ] || die "run 'testenv.sh build' first"
+  local dir=${1:?usage: testenv.sh start DIR [--owner PID] [--node-ip IP]}
+  shift
+  local owner="" node_ip="" bin=$K8S_DIR
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --owner) owner=${2:?--owner needs a pid}; shift 2 ;;
+      --node-ip) node_ip=${2:?--node-ip needs an address}; bin=$NODE_K8S_DIR; shift 2 ;;
+      *) die "start: unknown argument $1" ;;
+    esac
+  done
+  [ -x "$bin/kube-apiserver" ] && [ -x "$ETCD_DIR/etcd" ] || die "run 'testenv.sh build' first"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [ -e "$dir/env" ] && die "$dir already holds a control plane"
-  local owner=""
-  if [ "${2:-}" = "--owner" ]; then
-    owner=${3:?--owner needs a pid}
-  fi
   local attempt
   for attempt in 1 2 3; do
-    if start_once "$dir"; then
+    if start_once "$dir" "$bin" "$node_ip"; then
       [ -n "$owner" ] && start_watchdog "$dir" "$owner"
       return 0
     fi
@@ -419,12 +477,17 @@ cmd_start() {
 }
 
 start_once() {
-  local dir=$1
-  make_certs "$dir"
+  local dir=$1 bin=$2 node_ip=$3 host=127.0.0.1
+  make_certs "$dir" "$node_ip"
+  # The API server's own identity towards the kubelet (logs, exec, port-forward).
+  [ -n "$node_ip" ] && { host=$node_ip; client_cert "$dir" apiserver-kubelet-client \
+    kube-apiserver-kubelet-client system:masters; }
   {
     echo "ETCD_PORT=$(free_port)"
     echo "ETCD_PEER_PORT=$(free_port)"
     echo "APISERVER_PORT=$(free_port)"
+    echo "K8S_BIN='$bin'"
+    echo "NODE_IP='$node_ip'"
   } > "$dir/ports"
   # shellcheck disable=SC1091
   source "$dir/ports"
@@ -443,7 +506,7 @@ start_once() {
     sleep 0.1
   done
   apiserver_start "$dir" || return 1
-  local url="https://127.0.0.1:$APISERVER_PORT"
+  local url="https://$host:$APISERVER_PORT"
   cat > "$dir/kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -464,7 +527,7 @@ current-context: testenv
 KC
   cat > "$dir/env" <<ENV
 export KUBECONFIG='$dir/kubeconfig'
-export PATH='$K8S_DIR:$ETCD_DIR:$HELM_DIR':"\$PATH"
+export PATH='$bin:$ETCD_DIR:$HELM_DIR':"\$PATH"
 export TESTENV_DIR='$dir'
 export TESTENV_APISERVER_URL='$url'
 export TESTENV_ETCD_URL='http://127.0.0.1:$ETCD_PORT'
@@ -504,42 +567,50 @@ stop_processes() {
 # background or foreground).
 KCM_DEFAULT_CONTROLLERS=namespace-controller,job-controller,garbage-collector-controller
 
-# A client certificate for the user system:kube-controller-manager (bound by the API server's
-# bootstrap RBAC, as in a real cluster) and its kubeconfig, DIR/kcm.kubeconfig.
-kcm_credentials() {
-  local dir=$1 p=$1/pki
-  [ -s "$dir/kcm.kubeconfig" ] && return 0
+# client_cert DIR NAME CN [ORG]: DIR/pki/NAME.{crt,key}, a client certificate from the test CA.
+client_cert() {
+  local p=$1/pki name=$2 subj="/CN=$3"
+  [ -n "${4:-}" ] && subj+="/O=$4"
   (
     cd "$p"
-    openssl ecparam -name prime256v1 -genkey -noout -out kcm.key 2>/dev/null
-    openssl req -new -key kcm.key -subj "/CN=system:kube-controller-manager" -out kcm.csr \
-      2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' > kcm.ext
-    openssl x509 -req -in kcm.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-      -extfile kcm.ext -out kcm.crt 2>/dev/null
-    rm -f kcm.csr kcm.ext ./*.srl
+    openssl ecparam -name prime256v1 -genkey -noout -out "$name.key" 2>/dev/null
+    openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > "$name.ext"
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext" ./*.srl
   )
+}
+
+# client_kubeconfig DIR NAME CN [ORG]: DIR/NAME.kubeconfig, for the user CN (in group ORG), with
+# a certificate of its own. The control plane's users (system:kube-controller-manager,
+# system:kube-scheduler, system:kube-proxy, system:node:NAME) are bound by the API server's
+# bootstrap RBAC or the Node authorizer, as in a real cluster.
+client_kubeconfig() {
+  local dir=$1 name=$2
+  [ -s "$dir/$name.kubeconfig" ] && return 0
+  client_cert "$dir" "$name" "$3" "${4:-}"
   # shellcheck disable=SC1091
   source "$dir/ports"
-  cat > "$dir/kcm.kubeconfig.tmp" <<KC
+  cat > "$dir/$name.kubeconfig.tmp" <<KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: testenv
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $p/ca.crt
+    server: https://${NODE_IP:-127.0.0.1}:$APISERVER_PORT
+    certificate-authority: $dir/pki/ca.crt
 users:
-- name: kube-controller-manager
+- name: $name
   user:
-    client-certificate: $p/kcm.crt
-    client-key: $p/kcm.key
+    client-certificate: $dir/pki/$name.crt
+    client-key: $dir/pki/$name.key
 contexts:
 - name: testenv
-  context: {cluster: testenv, user: kube-controller-manager}
+  context: {cluster: testenv, user: $name}
 current-context: testenv
 KC
-  mv "$dir/kcm.kubeconfig.tmp" "$dir/kcm.kubeconfig"
+  mv "$dir/$name.kubeconfig.tmp" "$dir/$name.kubeconfig"
 }
 
 # Start kube-controller-manager on a free loopback port and wait until it has started its
@@ -550,12 +621,19 @@ kcm_start_once() {
   port=$(free_port)
   # No --authentication/--authorization-kubeconfig: nothing calls kcm but the health probe
   # (/healthz is always allowed), and the API server has no request-header CA for it to read.
-  "$K8S_DIR/kube-controller-manager" \
+  # shellcheck disable=SC1091
+  source "$dir/ports"
+  local node=()
+  # A node cluster's: a pod CIDR per node (the bridge CNI and kube-router read it) and the
+  # Service range of its API server.
+  [ -n "$NODE_IP" ] && node=(--allocate-node-cidrs --cluster-cidr 10.244.0.0/16
+    --node-cidr-mask-size 24 --service-cluster-ip-range 10.96.0.0/16)
+  "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$dir/kcm.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$port" --cert-dir "$dir/kcm-certs" \
     --controllers "$controllers" --use-service-account-credentials=true --leader-elect=false \
     --service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$dir/pki/ca.crt" \
-    >>"$dir/kube-controller-manager.log" 2>&1 &
+    "${node[@]}" >>"$dir/kube-controller-manager.log" 2>&1 &
   pid=$!
   echo "$pid" > "$dir/kube-controller-manager.pid"
   echo "$port" > "$dir/kube-controller-manager.port"
@@ -593,12 +671,13 @@ cmd_kcm_start() {
   if [ "${2:-}" = "--controllers" ]; then
     controllers=${3:?--controllers needs a list}
   fi
-  [ -x "$K8S_DIR/kube-controller-manager" ] || die "run 'testenv.sh build' first"
+  [ -x "$(source "$dir/ports"; echo "$K8S_BIN")/kube-controller-manager" ] ||
+    die "run 'testenv.sh build' first"
   if [ -f "$dir/kube-controller-manager.pid" ] &&
      ours "$(cat "$dir/kube-controller-manager.pid")" "$dir"; then
     die "kube-controller-manager already runs for $dir"
   fi
-  kcm_credentials "$dir"
+  client_kubeconfig "$dir" kcm system:kube-controller-manager
   local attempt
   for attempt in 1 2 3; do
     kcm_start_once "$dir" "$controllers" && return 0
@@ -625,6 +704,9 @@ cmd_stop() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-node-kubernetes)
+    build_kubernetes "$NODE_K8S_VERSION" "$NODE_K8S_DIR" $NODE_K8S_COMMANDS
+    echo "$NODE_K8S_DIR" ;;
   paths) cmd_paths ;;
   istio-crds) cmd_crds ;;
   start) shift; cmd_start "$@" ;;
@@ -633,5 +715,6 @@ case "${1:-}" in
   apiserver-start) apiserver_start "$(cd "${2:?DIR}" && pwd)" ;;
   kcm-start) shift; cmd_kcm_start "$@" ;;
   kcm-stop) shift; cmd_kcm_stop "$@" ;;
+  client-kubeconfig) shift; client_kubeconfig "$(cd "${1:?DIR}" && pwd)" "${@:2}" ;;
   *) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 2 ;;
 esac

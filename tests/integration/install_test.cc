@@ -1,8 +1,8 @@
 // The chart as platform teams meet it: `helm install` with real Helm into a real API server, then
 // `bulkhead` running with the chart's Deployment args and its ServiceAccount's token (no kubelet
 // here, so the process runs on loopback and the chart's webhook configuration points at it).
-// Cases run in order and build on each other: install, RBAC failure and `helm upgrade`,
-// certificate rotation under load with two replicas, `helm uninstall`.
+// Cases run in order and build on each other: install, RBAC failure and `helm upgrade`, an API
+// server outage, certificate rotation under load with two replicas, `helm uninstall`.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <memory>
 #include <thread>
 
+#include "common/base64.h"
 #include "tests/support/bench_util.h"
 #include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
@@ -178,6 +179,64 @@ TEST_CASE("removing one RBAC rule shows in the log and the status; helm upgrade 
   auto args = kubectl({"get", "deployment", "bulkhead", "-n", "bulkhead-system", "-o",
                        "jsonpath={.spec.template.spec.containers[0].args}"});
   CHECK(args.out.find("--log-level=debug") != std::string::npos);
+}
+
+std::string lease(const std::string& field) {
+  return kubectl({"get", "lease", "bulkhead", "-n", "bulkhead-system", "-o",
+                  "jsonpath={.spec." + field + "}"})
+      .out;
+}
+
+std::string defaultDenyUid(const std::string& ns) {
+  return kubectl({"get", "networkpolicy", "bulkhead-default-deny", "-n", ns, "-o",
+                  "jsonpath={.metadata.uid}"})
+      .out;
+}
+
+TEST_CASE(
+    "an API server outage past the renew deadline: the webhook keeps serving, the Lease is "
+    "won again and drift made meanwhile is repaired") {
+  auto& i = install();
+  // A short Lease, so that the 20 s outage is several renew deadlines long.
+  i.process.reset();
+  auto args = webhookArgs(i.port);
+  args.insert(args.end(), {"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline",
+                           "3s", "--leader-elect-retry-period", "1s"});
+  i.process = std::make_unique<BulkheadProcess>("outage", args);
+  REQUIRE(i.process->waitForLog("segmentation controller started", 60));
+  REQUIRE(eventually(seconds(30), [] { return hostNetworkDenied("shop"); }));
+  const std::string uidBefore = defaultDenyUid("shop");
+  REQUIRE(!uidBefore.empty());
+  REQUIRE(lease("holderIdentity") == "bulkhead-under-test");
+  const std::string renewedBefore = lease("renewTime");
+
+  auto& cp = ControlPlane::get();
+  cp.stopApiServer();
+  const auto stoppedAt = std::chrono::steady_clock::now();
+  CHECK(i.process->waitForLog(
+      "lost leadership; controllers stopped, webhook keeps serving, campaigning again", 15));
+  // Drift while nobody leads, straight in etcd: through the API the webhook refuses it.
+  auto deleted = sh("curl -fsS -X POST \"$TESTENV_ETCD_URL/v3/kv/deleterange\" -d '{\"key\": \"" +
+                    base64Encode("/registry/networkpolicies/shop/bulkhead-default-deny") + "\"}'");
+  REQUIRE_MESSAGE(deleted.exitCode == 0, deleted.err);
+  CHECK_MESSAGE(deleted.out.find(R"("deleted":"1")") != std::string::npos, deleted.out);
+  std::this_thread::sleep_until(stoppedAt + seconds(20));
+  cp.startApiServer();
+
+  // The same process (its /metrics answers) judges admission from its caches, leads again and
+  // recreates the deleted NetworkPolicy.
+  CHECK(eventually(seconds(30), [] { return hostNetworkDenied("shop"); }));
+  CHECK(eventually(seconds(30), [&] {
+    return lease("holderIdentity") == "bulkhead-under-test" &&
+           lease("renewTime") != renewedBefore && i.process->metric("bulkhead_leader") == 1;
+  }));
+  CHECK(eventually(seconds(30), [&] {
+    const std::string uid = defaultDenyUid("shop");
+    return !uid.empty() && uid != uidBefore;
+  }));
+  const std::string log = i.process->logFile();
+  CHECK(countLines(log, "\"msg\":\"became leader\"") == 2);
+  CHECK(countLines(log, "\"msg\":\"segmentation controller started\"") == 2);
 }
 
 // The API server's own count of calls to our webhook that failed (TLS, timeouts...).
