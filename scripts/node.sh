@@ -74,8 +74,7 @@ why_not() {
   [ -d /sys/fs/cgroup ] || { echo "no /sys/fs/cgroup"; return; }
   [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] ||
     { echo "the kernel has no bridge netfilter (br_netfilter)"; return; }
-  ip netns add bulkhead-probe 2>/dev/null && ip netns delete bulkhead-probe ||
-    { echo "cannot create network namespaces"; return; }
+  unshare --net true 2>/dev/null || { echo "cannot create network namespaces"; return; }
   grep -qw overlay /proc/filesystems || { echo "the kernel has no overlay filesystem"; return; }
 }
 
@@ -117,7 +116,8 @@ go_tool() {
   fi
   step "building $name $version from its Go module (a few minutes when cold)"
   mkdir -p "$dir"
-  GOBIN="$dir" go install -trimpath -ldflags "-s -w" "$pkg@$version"
+  GOBIN="$dir" go install -trimpath -ldflags "-s -w" "$pkg@$version" \
+    2> >(grep -v '^go: downloading' >&2)
   echo "$version" > "$dir/$name.version"
   done_step
 }
@@ -253,12 +253,13 @@ start() {
   echo $! >"$dir/$name.pid"
 }
 
-# wait_for SECONDS WHAT CMD...: until CMD succeeds, or fail showing WHAT's log.
+# wait_for SECONDS WHAT CMD...: until CMD succeeds, or fail showing WHAT's log (at once when
+# WHAT's process has exited).
 wait_for() {
   local deadline=$((SECONDS + $1)) what=$2
   shift 2
   until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then
+    if [ $SECONDS -ge $deadline ] || ! ours "$(cat "$dir/$what.pid" 2>/dev/null)" "$dir"; then
       log "$what did not become ready; its log ends with:"
       tail -n 30 "$dir/$what.log" >&2 2>/dev/null || true
       return 1
@@ -352,11 +353,12 @@ healthzPort: $healthz
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
-  x509: {clientCAFile: $dir/pki/ca.crt}
+  x509: {clientCAFile: $dir/cp/pki/ca.crt}
 authorization: {mode: Webhook}
 clusterDNS: [$DNS_IP]
 clusterDomain: cluster.local
 resolvConf: $dir/kubelet/resolv.conf
+podLogsDir: $dir/kubelet/logs
 # The images are imported, not pulled: never collect them, and tolerate a full-ish disk.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -369,7 +371,7 @@ write_kube_proxy_config() {
   cat >"$dir/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
+clientConnection: {kubeconfig: $dir/cp/kube-proxy.kubeconfig}
 hostnameOverride: $NODE_NAME
 mode: iptables
 clusterCIDR: $CLUSTER_CIDR
@@ -379,7 +381,7 @@ oomScoreAdj: 0
 conntrack: {maxPerCore: 0, min: 0}
 # NodePorts on the node address only.
 nodePortAddresses: [$NODE_IP/32]
-healthzBindAddress: 127.0.0.1:$(free_port)
+healthzBindAddress: 127.0.0.1:$1
 metricsBindAddress: 127.0.0.1:$(free_port)
 YAML
 }
@@ -539,7 +541,8 @@ cmd_up() {
     --authentication-kubeconfig "$dir/cp/scheduler.kubeconfig" \
     --authorization-kubeconfig "$dir/cp/scheduler.kubeconfig" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port "$sched_port"
-  wait_for 60 kube-scheduler healthy "https://127.0.0.1:$sched_port/healthz"
+  wait_for 60 kube-scheduler healthy "https://127.0.0.1:$sched_port/healthz" ||
+    die "kube-scheduler did not start"
 
   log "containerd and images"
   write_containerd_config
@@ -550,7 +553,7 @@ cmd_up() {
   done
   start containerd containerd --config "$dir/containerd/config.toml"
   ctr_() { ctr --address "$dir/containerd/containerd.sock" -n k8s.io "$@"; }
-  wait_for 30 containerd ctr_ version
+  wait_for 30 containerd ctr_ version || die "containerd did not start"
   local img
   for img in pause agnhost coredns bulkhead; do
     ctr_ images import --no-unpack=false "$IMAGES/$img.tar" >/dev/null ||
@@ -565,9 +568,13 @@ cmd_up() {
   start kubelet "$k8s/kubelet" --config "$dir/kubelet/config.yaml" \
     --kubeconfig "$dir/cp/kubelet.kubeconfig" --root-dir "$dir/kubelet/root" \
     --cert-dir "$dir/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
-  wait_for 120 kubelet node_ready
-  write_kube_proxy_config
+  wait_for 120 kubelet node_ready || die "the node did not become Ready"
+  local proxy_health
+  proxy_health=$(free_port)
+  write_kube_proxy_config "$proxy_health"
   start kube-proxy "$k8s/kube-proxy" --config "$dir/kube-proxy.yaml"
+  wait_for 60 kube-proxy healthy "http://127.0.0.1:$proxy_health/healthz" ||
+    die "kube-proxy did not start"
   kube_router_rbac
   local router_health
   router_health=$(free_port)
@@ -575,7 +582,8 @@ cmd_up() {
     --kubeconfig "$dir/cp/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
     --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
     --enable-ipv6=false --metrics-port 0 --health-port "$router_health"
-  wait_for 60 kube-router healthy "http://127.0.0.1:$router_health/healthz"
+  wait_for 60 kube-router healthy "http://127.0.0.1:$router_health/healthz" ||
+    die "kube-router did not start"
 
   log "CoreDNS"
   coredns_manifest | kubectl apply -f - >/dev/null
@@ -645,6 +653,8 @@ flush_chains() {
 
 cmd_down() {
   dir=${1:?usage: node.sh down DIR}
+  # Best effort, every step: one that fails must not leave the rest behind.
+  set +e +o pipefail
   [ -d "$dir" ] || { [ "$(cat "$LOCK" 2>/dev/null)" = "$dir" ] && rm -f "$LOCK"; return 0; }
   dir=$(cd "$dir" && pwd)
   local k8s
@@ -657,7 +667,7 @@ cmd_down() {
         ctr --address "$dir/containerd/containerd.sock" -n k8s.io containers info "$id" 2>/dev/null |
           python3 -c 'import json,sys
 for n in json.load(sys.stdin).get("Spec",{}).get("linux",{}).get("namespaces",[]):
-    if n.get("type")=="network" and n.get("path"): print(n["path"])' 2>/dev/null || true
+    if n.get("type")=="network" and n.get("path","").startswith(("/run/netns/","/var/run/netns/")): print(n["path"])' 2>/dev/null || true
       done | sort -u)
   fi
   # Gracefully first: the kubelet tears pods down through CNI (addresses, veths).
