@@ -11,7 +11,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DBULKHEAD_INTEGRATION_TESTS=OFF \
+      -DBULKHEAD_TESTS=OFF \
     && cmake --build /build --target bulkhead -j"$(nproc)" \
     && strip /build/bin/bulkhead
 

@@ -105,7 +105,10 @@ build_kubernetes() {
       *) k8s_binary_ok "$version" "$dir" "$cmd" || missing+=" $cmd" ;;
     esac
   done
-  [ -n "$missing" ] || return 0
+  if [ -z "$missing" ]; then
+    log "Kubernetes $version ($*): cached"
+    return 0
+  fi
   log "building$missing $version (several minutes each when cold)"
   local work gomod
   work=$(mktemp -d); scratch+=("$work")

@@ -27,7 +27,12 @@ case "${1:-}" in
   snapshot) state >"${2:?FILE}" ;;
   check)
     dir=${2:?DIR} before=${3:?FILE} left=0
-    procs=$(pgrep -af -- "$dir" | grep -v "leftovers.sh" || true)
+    # (A watchdog notices its directory is gone within half a second.)
+    for _ in $(seq 1 20); do
+      procs=$(pgrep -af -- "$dir" | grep -v "leftovers.sh" || true)
+      [ -z "$procs" ] && break
+      sleep 0.25
+    done
     [ -z "$procs" ] || { echo "leftovers: processes remain:"; echo "$procs"; left=1; }
     if ! diff <(cat "$before") <(state) >/tmp/leftovers.$$; then
       echo "leftovers: the machine differs from before the node (< before, > after):"
