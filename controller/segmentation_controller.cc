@@ -374,6 +374,16 @@ void SegmentationController::start() {
   if (stopping_) {
     return;
   }
+  {
+    // Istio's caches are synced with the others: the first reconciles must already write the
+    // mesh objects, or a restart (a new leader) would delete every PeerAuthentication as
+    // unwanted until the discovery loop's first pass.
+    std::lock_guard lock(mu_);
+    if (peerAuthentications_ && !meshAvailable_) {
+      meshAvailable_ = true;
+      ++factsVersion_;
+    }
+  }
   rebuildPolicies();
   recomputeApiEndpoints();
   enqueueAllNamespaces();

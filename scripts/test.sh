@@ -84,6 +84,12 @@ ctest --test-dir build --output-on-failure -L integration || status=1
 end
 check_leftovers || status=1
 
+# Every benchmark at its smoke size: a broken benchmark fails here, not months later.
+begin "benchmarks at smoke size"
+ctest --test-dir build --output-on-failure -L bench || status=1
+end
+check_leftovers || status=1
+
 begin "end-to-end suite on an API server (scripts/demo.sh --no-node)"
 scripts/demo.sh --no-node || status=1
 end

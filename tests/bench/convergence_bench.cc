@@ -1,11 +1,18 @@
 // Benchmark: how fast the segmentation controller converges a cluster of N pre-existing
-// namespaces, how many writes it issues, and that a no-op resync writes nothing.
+// namespaces, what it costs (writes, CPU per generated object, peak RSS), whether it is idle when
+// there is nothing to do, and that a full resync of an unchanged cluster writes nothing.
 //
 // Starts its own control plane with Bulkhead's and Istio's CRDs, creates N labelled namespaces
-// and one SegmentationPolicy selecting them, then starts the real `bulkhead` binary and measures
-// until the policy's status reports all N segmented.
+// and one SegmentationPolicy selecting them, then runs the real `bulkhead` binary through three
+// phases, each of which must complete (the exit code says whether all did):
+//   convergence   until the policy's status reports all N segmented
+//   idle          --idle-seconds with nothing changing: the controller's CPU and reconciles
+//   no-op resync  the controller restarted (a fresh start reconciles every namespace, as the
+//                 periodic resync does): until N namespace reconciles, which must write nothing
 //
-//   convergence_bench [--namespaces 1000] [--kube-qps 500] [--kube-burst 1000] [--workers 8]
+//   convergence_bench [--namespaces 1000] [--idle-seconds 60] [--kube-qps 500]
+//                     [--kube-burst 1000] [--workers 8]
+// scripts/test.sh runs it at a smoke size (ctest -L bench).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -59,16 +66,32 @@ double scrape(int port, const std::string& family, const std::string& filter = "
   return sum;
 }
 
+// The samples of a family on the controller's /metrics that are not zero, one per line.
+std::string nonZero(int port, const std::string& family) {
+  auto r = testing::shell("curl -fsS http://127.0.0.1:" + std::to_string(port) + "/metrics");
+  std::string out;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(family + "{", 0) == 0 && line.substr(line.rfind(' ') + 1) != "0") {
+      out += "    " + line + "\n";
+    }
+  }
+  return out;
+}
+
 int run(int argc, char** argv) {
   std::int64_t namespaces = 1000;
   double qps = 500;
   std::int64_t burst = 1000;
   std::int64_t workers = 8;
+  std::int64_t idleSeconds = 60;
   FlagSet flags("convergence_bench", "Controller convergence time, writes, RSS and CPU.");
   flags.addInt("namespaces", &namespaces, "pre-existing namespaces selected by the policy");
   flags.addDouble("kube-qps", &qps, "the controller's --kube-qps");
   flags.addInt("kube-burst", &burst, "the controller's --kube-burst");
   flags.addInt("workers", &workers, "the controller's --workers");
+  flags.addInt("idle-seconds", &idleSeconds, "how long the idle phase measures");
   if (auto parsed = flags.parse(argc, argv); !parsed.ok()) {
     std::cerr << parsed.status().message() << "\n" << flags.usage();
     return 2;
@@ -121,18 +144,33 @@ int run(int argc, char** argv) {
   std::string metricsAddr = "127.0.0.1:" + std::to_string(metricsPort);
   std::string qpsText = std::to_string(qps), burstText = std::to_string(burst),
               workersText = std::to_string(workers), logFile = cp.dir() + "/controller.log";
+  // The controller, its output appended to logFile; no periodic resync during the run.
+  auto startController = [&] {
+    pid_t pid = fork();
+    if (pid == 0) {
+      int fd = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl(BULKHEAD_BINARY, "bulkhead", "--kubeconfig", cp.kubeconfig().c_str(), "--namespace",
+            "default", "--metrics-bind-address", metricsAddr.c_str(), "--kube-qps",
+            qpsText.c_str(), "--kube-burst", burstText.c_str(), "--workers", workersText.c_str(),
+            "--resync-period", "1h", "--log-level", "warn", nullptr);
+      _exit(127);
+    }
+    return pid;
+  };
+  auto namespaceReconciles = [&] {
+    return scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+  };
+  auto writes = [&] { return scrape(metricsPort, "bulkhead_api_writes_total"); };
+  int failures = 0;
+  auto phaseFailed = [&](const char* phase, const std::string& why) {
+    std::printf("%s: FAILED: %s (log: %s)\n", phase, why.c_str(), logFile.c_str());
+    ++failures;
+  };
+
   auto start = Steady::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = ::open(logFile.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execl(BULKHEAD_BINARY, "bulkhead", "--kubeconfig", cp.kubeconfig().c_str(), "--namespace",
-          "default", "--metrics-bind-address", metricsAddr.c_str(), "--kube-qps", qpsText.c_str(),
-          "--kube-burst", burstText.c_str(), "--workers", workersText.c_str(), "--resync-period",
-          "1h", "--log-level", "warn", nullptr);
-    _exit(127);
-  }
+  pid_t pid = startController();
   bool converged = false;
   while (secondsSince(start) < 900) {
     auto p = admin->get(kPolicies, "", "baseline");
@@ -143,45 +181,83 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   double took = secondsSince(start);
-  double writes = scrape(metricsPort, "bulkhead_api_writes_total");
-  std::printf("convergence: %s %lld namespaces in %.1f s (--kube-qps %.0f --kube-burst %lld "
+  double convergenceWrites = writes();
+  double generated = scrape(metricsPort, "bulkhead_generated_objects");
+  double convergenceCpu = cpuSeconds(pid);
+  if (!converged) {
+    phaseFailed("convergence", "not all namespaces segmented in 900 s");
+  }
+  std::printf("convergence: %lld namespaces in %.1f s (--kube-qps %.0f --kube-burst %lld "
               "--workers %lld)\n",
-              converged ? "segmented" : "DID NOT CONVERGE", static_cast<long long>(namespaces),
-              took, qps, static_cast<long long>(burst), static_cast<long long>(workers));
-  std::printf("writes: %.0f generated-object writes, %.0f writes/s\n", writes, writes / took);
+              static_cast<long long>(namespaces), took, qps, static_cast<long long>(burst),
+              static_cast<long long>(workers));
+  std::printf("  writes: %.0f generated-object writes, %.0f writes/s; %.0f generated objects\n%s",
+              convergenceWrites, convergenceWrites / took, generated,
+              nonZero(metricsPort, "bulkhead_api_writes_total").c_str());
+  std::printf("  controller CPU %.2f s: %.0f us per generated object, %.0f us per namespace\n",
+              convergenceCpu, generated > 0 ? convergenceCpu / generated * 1e6 : 0.0,
+              convergenceCpu / static_cast<double>(namespaces) * 1e6);
 
-  // A full resync with nothing changed must write nothing. Touching an annotation of the policy
-  // makes the controller reconcile every namespace, exactly as the periodic resync does.
-  // Let the follow-up reconciles of the convergence settle first, so that only the resync's
-  // reconciles are counted below.
-  double reconcilesBefore = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+  // Idle: let the follow-ups of the convergence settle (no reconcile for 3 s), then measure a
+  // window in which nothing changes.
+  double reconcilesBefore = namespaceReconciles();
   for (int i = 0; i < 60; ++i) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
-    double now = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+    double now = namespaceReconciles();
     if (now == reconcilesBefore) {
       break;
     }
     reconcilesBefore = now;
   }
-  writes = scrape(metricsPort, "bulkhead_api_writes_total");
-  (void)admin->mergePatch(kPolicies, "", "baseline",
-                          {{"metadata", {{"annotations", {{"bench/touch", "1"}}}}}});
+  double idleCpuBefore = cpuSeconds(pid), idleWritesBefore = writes();
+  double idleReconcilesBefore = namespaceReconciles();
+  std::this_thread::sleep_for(std::chrono::seconds(idleSeconds));
+  double idleCpu = cpuSeconds(pid) - idleCpuBefore;
+  double idleWrites = writes() - idleWritesBefore;
+  double idleReconciles = namespaceReconciles() - idleReconcilesBefore;
+  std::printf("idle: %lld s with nothing changing: controller CPU %.3f s (%.1f ms/s), %.0f "
+              "reconciles, %.0f writes\n",
+              static_cast<long long>(idleSeconds), idleCpu,
+              idleCpu / static_cast<double>(idleSeconds) * 1000, idleReconciles, idleWrites);
+  if (idleWrites > 0) {
+    phaseFailed("idle", "the controller wrote while nothing changed");
+  }
+  double peakRssMiB = statusKb(pid, "VmHWM") / 1024.0;
+  double totalCpu = cpuSeconds(pid);
+
+  // No-op resync: a restarted controller reconciles every namespace; with nothing changed, it
+  // must write nothing.
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
   auto resyncStart = Steady::now();
-  while (scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"") <
-             reconcilesBefore + static_cast<double>(namespaces) &&
-         secondsSince(resyncStart) < 300) {
+  pid = startController();
+  double reconciled = 0;
+  while (secondsSince(resyncStart) < 300) {
+    reconciled = namespaceReconciles();
+    if (reconciled >= static_cast<double>(namespaces)) {
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  double writesAfter = scrape(metricsPort, "bulkhead_api_writes_total");
-  std::printf("no-op resync: %lld namespaces reconciled again in %.1f s, %.0f writes\n",
-              static_cast<long long>(namespaces), secondsSince(resyncStart), writesAfter - writes);
-  std::printf("controller: peak RSS %.1f MiB, CPU %.1f s; kube-apiserver CPU %.1f s\n",
-              statusKb(pid, "VmHWM") / 1024.0, cpuSeconds(pid),
-              cpuSeconds(apiserverPid) - apiCpuBefore);
+  double resyncWrites = writes();
+  std::printf("no-op resync (restart): %.0f of %lld namespaces reconciled in %.1f s, %.0f "
+              "writes, controller CPU %.2f s\n",
+              reconciled, static_cast<long long>(namespaces), secondsSince(resyncStart),
+              resyncWrites, cpuSeconds(pid));
+  if (reconciled < static_cast<double>(namespaces)) {
+    phaseFailed("no-op resync", "not every namespace was reconciled in 300 s");
+  }
+  if (resyncWrites > 0) {
+    phaseFailed("no-op resync", "it wrote to an unchanged cluster:\n" +
+                                    nonZero(metricsPort, "bulkhead_api_writes_total"));
+  }
+  std::printf("controller (first run): peak RSS %.1f MiB, CPU %.1f s; kube-apiserver CPU %.1f s\n",
+              peakRssMiB, totalCpu, cpuSeconds(apiserverPid) - apiCpuBefore);
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
   testing::ControlPlane::stop();
-  return converged ? 0 : 1;
+  std::printf("%s\n", failures == 0 ? "all phases completed" : "SOME PHASES FAILED");
+  return failures == 0 ? 0 : 1;
 }
 
 }  // namespace
