@@ -214,11 +214,13 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
       {onPolicy,
        [this, onPolicy](const json& old, const json& o) {
          // A status or finalizer write (mostly the controller's own) changes nothing that
-         // namespaces or exceptions depend on: only the policy itself is looked at again.
+         // namespaces or exceptions depend on: only the policy itself is looked at again, no
+         // sooner than any status recompute. (At once, each status write would trigger the next
+         // walk over every namespace while they converge: quadratic work.)
          if (old["metadata"].value("generation", int64_t{0}) ==
                  o["metadata"].value("generation", int64_t{0}) &&
              policy::isTerminating(old) == policy::isTerminating(o)) {
-           policyQueue_.add(nameOf(o));
+           policyQueue_.addAfter(nameOf(o), kStatusDelay);
            return;
          }
          onPolicy(o);

@@ -184,6 +184,8 @@ int run(int argc, char** argv) {
   double convergenceWrites = writes();
   double generated = scrape(metricsPort, "bulkhead_generated_objects");
   double convergenceCpu = cpuSeconds(pid);
+  double convergenceReconciles = namespaceReconciles();
+  double policyReconciles = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"segmentationpolicy\"");
   if (!converged) {
     phaseFailed("convergence", "not all namespaces segmented in 900 s");
   }
@@ -194,6 +196,8 @@ int run(int argc, char** argv) {
   std::printf("  writes: %.0f generated-object writes, %.0f writes/s; %.0f generated objects\n%s",
               convergenceWrites, convergenceWrites / took, generated,
               nonZero(metricsPort, "bulkhead_api_writes_total").c_str());
+  std::printf("  reconciles: %.0f of namespaces, %.0f of the policy\n", convergenceReconciles,
+              policyReconciles);
   std::printf("  controller CPU %.2f s: %.0f us per generated object, %.0f us per namespace\n",
               convergenceCpu, generated > 0 ? convergenceCpu / generated * 1e6 : 0.0,
               convergenceCpu / static_cast<double>(namespaces) * 1e6);
