@@ -181,12 +181,20 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
 
   namespaces_->addEventHandlers(
       {[this](const json& o) {
+         {
+           std::lock_guard lock(mu_);
+           namespaceFacts_[nameOf(o)] = namespaceFacts(o);
+         }
          namespaceQueue_.add(nameOf(o));
          enqueueAllPolicies(kStatusDelay);
        },
        [this](const json& old, const json& o) {
          if (policy::labelsOf(old) != policy::labelsOf(o) ||
              policy::isTerminating(old) != policy::isTerminating(o)) {
+           {
+             std::lock_guard lock(mu_);
+             namespaceFacts_[nameOf(o)] = namespaceFacts(o);
+           }
            namespaceQueue_.add(nameOf(o));
            enqueueAllPolicies(kStatusDelay);
            for (const auto& e : exceptions_->store().byNamespace(nameOf(o))) {
@@ -201,6 +209,7 @@ SegmentationController::SegmentationController(kube::ClientPtr client, ClockPtr 
          {
            std::lock_guard lock(mu_);
            namespaceStates_.erase(nameOf(o));
+           namespaceFacts_.erase(nameOf(o));
          }
          enqueueAllPolicies(kStatusDelay);
        }});
@@ -1040,8 +1049,12 @@ Status SegmentationController::updateStatus(const policy::SegmentationPolicy& p,
     std::lock_guard lock(mu_);
     mesh = meshAvailable_;
   }
-  for (const auto& nsObj : namespaces_->store().list()) {
-    auto facts = namespaceFacts(*nsObj);
+  std::map<std::string, policy::NamespaceFacts> allFacts;
+  {
+    std::lock_guard lock(mu_);
+    allFacts = namespaceFacts_;
+  }
+  for (const auto& [name, facts] : allFacts) {
     const auto* gov = policy::governingPolicy(*all, facts, options_.installNamespace);
     NamespaceState state;
     uint64_t factsVersion;

@@ -167,6 +167,9 @@ class SegmentationController {
   std::vector<policy::ApiEndpoint> apiEndpoints_;
   uint64_t factsVersion_ = 1;
   std::map<std::string, NamespaceState> namespaceStates_;
+  // Every namespace's name and labels, kept by the namespace informer's handlers: status walks
+  // all namespaces, and reading them from the cache would parse every one each time.
+  std::map<std::string, policy::NamespaceFacts> namespaceFacts_;
   std::map<std::string, std::string> exceptionPhases_;  // "ns/name" -> phase, for the metric
 };
 
