@@ -152,9 +152,9 @@ int run(int argc, char** argv) {
       dup2(fd, 1);
       dup2(fd, 2);
       execl(BULKHEAD_BINARY, "bulkhead", "--kubeconfig", cp.kubeconfig().c_str(), "--namespace",
-            "default", "--metrics-bind-address", metricsAddr.c_str(), "--kube-qps",
-            qpsText.c_str(), "--kube-burst", burstText.c_str(), "--workers", workersText.c_str(),
-            "--resync-period", "1h", "--log-level", "warn", nullptr);
+            "default", "--metrics-bind-address", metricsAddr.c_str(), "--kube-qps", qpsText.c_str(),
+            "--kube-burst", burstText.c_str(), "--workers", workersText.c_str(), "--resync-period",
+            "1h", "--log-level", "warn", nullptr);
       _exit(127);
     }
     return pid;
@@ -185,14 +185,16 @@ int run(int argc, char** argv) {
   double generated = scrape(metricsPort, "bulkhead_generated_objects");
   double convergenceCpu = cpuSeconds(pid);
   double convergenceReconciles = namespaceReconciles();
-  double policyReconciles = scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"segmentationpolicy\"");
+  double policyReconciles =
+      scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"segmentationpolicy\"");
   if (!converged) {
     phaseFailed("convergence", "not all namespaces segmented in 900 s");
   }
-  std::printf("convergence: %lld namespaces in %.1f s (--kube-qps %.0f --kube-burst %lld "
-              "--workers %lld)\n",
-              static_cast<long long>(namespaces), took, qps, static_cast<long long>(burst),
-              static_cast<long long>(workers));
+  std::printf(
+      "convergence: %lld namespaces in %.1f s (--kube-qps %.0f --kube-burst %lld "
+      "--workers %lld)\n",
+      static_cast<long long>(namespaces), took, qps, static_cast<long long>(burst),
+      static_cast<long long>(workers));
   std::printf("  writes: %.0f generated-object writes, %.0f writes/s; %.0f generated objects\n%s",
               convergenceWrites, convergenceWrites / took, generated,
               nonZero(metricsPort, "bulkhead_api_writes_total").c_str());
@@ -219,10 +221,11 @@ int run(int argc, char** argv) {
   double idleCpu = cpuSeconds(pid) - idleCpuBefore;
   double idleWrites = writes() - idleWritesBefore;
   double idleReconciles = namespaceReconciles() - idleReconcilesBefore;
-  std::printf("idle: %lld s with nothing changing: controller CPU %.3f s (%.1f ms/s), %.0f "
-              "reconciles, %.0f writes\n",
-              static_cast<long long>(idleSeconds), idleCpu,
-              idleCpu / static_cast<double>(idleSeconds) * 1000, idleReconciles, idleWrites);
+  std::printf(
+      "idle: %lld s with nothing changing: controller CPU %.3f s (%.1f ms/s), %.0f "
+      "reconciles, %.0f writes\n",
+      static_cast<long long>(idleSeconds), idleCpu,
+      idleCpu / static_cast<double>(idleSeconds) * 1000, idleReconciles, idleWrites);
   if (idleWrites > 0) {
     phaseFailed("idle", "the controller wrote while nothing changed");
   }
@@ -244,10 +247,11 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   double resyncWrites = writes();
-  std::printf("no-op resync (restart): %.0f of %lld namespaces reconciled in %.1f s, %.0f "
-              "writes, controller CPU %.2f s\n",
-              reconciled, static_cast<long long>(namespaces), secondsSince(resyncStart),
-              resyncWrites, cpuSeconds(pid));
+  std::printf(
+      "no-op resync (restart): %.0f of %lld namespaces reconciled in %.1f s, %.0f "
+      "writes, controller CPU %.2f s\n",
+      reconciled, static_cast<long long>(namespaces), secondsSince(resyncStart), resyncWrites,
+      cpuSeconds(pid));
   if (reconciled < static_cast<double>(namespaces)) {
     phaseFailed("no-op resync", "not every namespace was reconciled in 300 s");
   }
