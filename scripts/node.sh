@@ -48,6 +48,8 @@ BULKHEAD_IMAGE=localhost/bulkhead:node
 LOCK=/run/bulkhead-node.dir
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+# shellcheck source=processes.sh
+source "$root/scripts/processes.sh"
 
 log() { echo "node: $*" >&2; }
 die() { echo "node: error: $*" >&2; exit 1; }
@@ -122,9 +124,9 @@ go_tool() {
   done_step
 }
 
+# build_pause K8S_SOURCE: the pause binary from Kubernetes' source tree K8S_SOURCE.
 build_pause() {
-  local dir="$NODE_CACHE/pause-$(k8s_version)" src tag
-  src="$(k8s_module_dir)/build/pause"
+  local dir="$NODE_CACHE/pause-$(k8s_version)" src="$1/build/pause" tag
   tag=$(sed -n 's/^TAG ?= //p' "$src/Makefile")
   echo "$tag" > "$NODE_CACHE/pause.tag"
   if [ -x "$dir/pause" ]; then log "pause $tag: cached"; return 0; fi
@@ -220,10 +222,11 @@ cmd_build() {
   "$testenv" build-node-kubernetes >/dev/null
   go_tool coredns github.com/coredns/coredns "$COREDNS_VERSION"
   go_tool kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$KUBE_ROUTER_VERSION"
-  build_pause
-  local k8s agnhost_tag
+  local k8s k8s_source agnhost_tag
   k8s=$(k8s_dir)
-  agnhost_tag=$(cat "$(k8s_module_dir)/test/images/agnhost/VERSION")
+  k8s_source=$(k8s_module_dir)
+  build_pause "$k8s_source"
+  agnhost_tag=$(cat "$k8s_source/test/images/agnhost/VERSION")
   echo "$agnhost_tag" > "$NODE_CACHE/agnhost.tag"
   image "registry.k8s.io/pause:$(cat "$NODE_CACHE/pause.tag")" pause.tar /pause \
     "/pause=$NODE_CACHE/pause-$(k8s_version)/pause"
@@ -237,13 +240,6 @@ cmd_build() {
 
 # ---------------------------------------------------------------------------------------------
 # up
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-# Is PID alive and one of ours (its command line names DIR)?
-ours() {
-  [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && grep -qF "$2" <<<"$(tr '\0' ' ' <"/proc/$1/cmdline")"
-}
 
 # start NAME CMD...: run CMD in the background, logging to DIR/NAME.log, pid in DIR/NAME.pid.
 start() {
@@ -509,7 +505,7 @@ cmd_up() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   echo "$dir" >"$LOCK"
-  [ -n "$owner" ] && watchdog "$owner"
+  [ -n "$owner" ] && start_watchdog "$root/scripts/node.sh" down "$dir" "$owner" "$dir/watchdog.log"
   local k8s t0=$SECONDS
   k8s=$(k8s_dir)
 
@@ -604,25 +600,12 @@ ENV
   log "node $NODE_NAME ready in $((SECONDS - t0)) s (source $dir/env)"
 }
 
-watchdog() {
-  local owner=$1
-  setsid bash -c 'while kill -0 "$2" 2>/dev/null && [ -d "$1" ]; do sleep 0.5; done
-                  [ -d "$1" ] && "$0" down "$1"' "$0" "$dir" "$owner" \
-    </dev/null >>"$dir/watchdog.log" 2>&1 &
-}
 
 # ---------------------------------------------------------------------------------------------
 # down
 
-stop_named() {
-  local name=$1 pid i
-  pid=$(cat "$dir/$name.pid" 2>/dev/null) || return 0
-  ours "$pid" "$dir" || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 50); do ours "$pid" "$dir" || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  sleep 0.2
-}
+# stop_named NAME: stop the process whose pid is in DIR/NAME.pid, if it is still ours.
+stop_named() { stop_pid "$(cat "$dir/$1.pid" 2>/dev/null)" "$dir"; }
 
 # Every process in our cgroups (the containers) and the shims of our containerd.
 kill_leftovers() {
@@ -676,7 +659,7 @@ for n in json.load(sys.stdin).get("Spec",{}).get("linux",{}).get("namespaces",[]
       # shellcheck disable=SC1091
       source "$dir/env"
       "$testenv" kcm-stop "$dir/cp" 2>/dev/null || true
-      for n in kube-scheduler; do [ -f "$dir/$n.pid" ] && kill "$(cat "$dir/$n.pid")" 2>/dev/null; done
+      stop_named kube-scheduler
       kubectl delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
       for _ in $(seq 1 60); do
         [ -z "$(ctr --address "$dir/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null)" ] && break

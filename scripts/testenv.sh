@@ -66,6 +66,9 @@ POD_SECURITY_FIXTURES="$CACHE_ROOT/pod-security-fixtures-$POD_SECURITY_VERSION"
 CERT_MANAGER_CRD_FILES="cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=processes.sh
+source "$here/processes.sh"
 
 log() { echo "testenv: $*" >&2; }
 # Scratch directories of the build steps, removed on exit however the script ends.
@@ -282,7 +285,7 @@ fetch_pod_security_fixtures() {
 # when the binary reports that version and the sha256 of the current main.go (stamped at build).
 build_istio_inject() {
   local src hash
-  src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/tools/istio-inject/main.go"
+  src="$(dirname "$here")/tests/tools/istio-inject/main.go"
   [ -s "$src" ] || die "$src is missing"
   hash=$(sha256sum "$src" | cut -d' ' -f1)
   # (Output captured first: grep -q quitting early would SIGPIPE the writer, failing the pipe.)
@@ -348,32 +351,6 @@ cmd_paths() {
 
 # ---------------------------------------------------------------------------------------------
 # start / stop
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Is PID alive and one of ours (its command line names DIR)?
-ours() {
-  local pid=$1 dir=$2
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    grep -qF "$dir" <<<"$(tr '\0' ' ' < "/proc/$pid/cmdline")"
-}
-
-stop_pid() {
-  local pid=$1 dir=$2 i
-  ours "$pid" "$dir" || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 50); do
-    ours "$pid" "$dir" || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  for i in $(seq 1 20); do
-    ours "$pid" "$dir" || return 0
-    sleep 0.1
-  done
-}
 
 make_certs() {
   local d=$1/pki san="IP:127.0.0.1,DNS:localhost"
@@ -468,7 +445,7 @@ cmd_start() {
   local attempt
   for attempt in 1 2 3; do
     if start_once "$dir" "$bin" "$node_ip"; then
-      [ -n "$owner" ] && start_watchdog "$dir" "$owner"
+      [ -n "$owner" ] && start_watchdog "$here/testenv.sh" stop "$dir" "$owner"
       return 0
     fi
     log "start attempt $attempt failed; cleaning up"
@@ -545,12 +522,6 @@ export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
 ENV
 }
 
-start_watchdog() {
-  local dir=$1 owner=$2 self
-  self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
-  setsid bash -c 'while kill -0 "$2" 2>/dev/null && [ -d "$1" ]; do sleep 0.5; done
-                  [ -d "$1" ] && "$0" stop "$1"' "$self" "$dir" "$owner" </dev/null >/dev/null 2>&1 &
-}
 
 stop_processes() {
   local dir=$1

@@ -3,8 +3,8 @@
 # probes run in pods, and reachability matrices printed the way sig-network's NetworkPolicy e2e
 # tests print theirs (rows from, columns to, '.' connected, 'X' blocked). Sourced, never run.
 #
-# The sourcing script sets PODS (("ns/name" ...)), IP (pod -> pod IP), WORK (a scratch
-# directory), AGNHOST (the binary's path in the image), PROBE_TIMEOUT and PROBE_JOBS.
+# For the probes, the sourcing script sets PODS (("ns/name" ...)), IP (pod -> pod IP), WORK (a
+# scratch directory), AGNHOST (the binary's path in the image), PROBE_TIMEOUT and PROBE_JOBS.
 
 FAILURES=0
 WATCHERS=() TIMINGS=() LAST_PROBE=

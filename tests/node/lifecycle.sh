@@ -16,32 +16,11 @@ image=${NODE_BULKHEAD_IMAGE:-localhost/bulkhead:node}
 ns=lifecycle-probe policy=lifecycle-probe  # made here, removed at the end
 tmp=$(mktemp -d)
 
-failures=0 load_pid='' finished=''
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
-pass() { printf '\033[32mok\033[0m   %s\n' "$*"; }
-fail() { printf '\033[31mFAIL\033[0m %s\n' "$*"; failures=$((failures + 1)); }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"  # step, show, pass, fail (counting FAILURES), run, until_true
+load_pid='' finished=''
 note() { printf '     %s\n' "$*"; }
 kubectl() { command kubectl --request-timeout=30s "$@"; }  # every API call is bounded
-run() {  # run CMD...: shows it, runs it, keeps its output in $out and exit code in $rc.
-  local errexit=${-//[^e]/}
-  show "$*"
-  set +e
-  out=$("$@" 2>&1)
-  rc=$?
-  [ -n "$errexit" ] && set -e
-  [ -n "$out" ] && printf '%s\n' "$out"
-  return 0
-}
-until_true() {  # until_true SECONDS CMD...: true once CMD succeeds within SECONDS.
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -ge $deadline ] && return 1
-    sleep 0.3
-  done
-}
-now_ms() { date +%s%3N; }
 since_t0() { awk -v ms=$(($(now_ms) - t0)) 'BEGIN { printf "%.1f s", ms / 1000 }'; }
 
 # --- the release: pods, Lease, certificates ---------------------------------------------------
@@ -368,9 +347,9 @@ note "left, as README.md says: the CRDs, Secret $rns/$secret and Lease $lease_ns
 finished=1
 
 echo
-if [ $failures -eq 0 ]; then
+if [ $FAILURES -eq 0 ]; then
   echo "node lifecycle: all checks passed"
 else
-  echo "node lifecycle: $failures check(s) FAILED"
+  echo "node lifecycle: $FAILURES check(s) FAILED"
   exit 1
 fi
