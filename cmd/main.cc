@@ -17,11 +17,12 @@
 #include "common/log.h"
 #include "common/shutdown.h"
 #include "common/version.h"
+#include "controller/controllers.h"
 #include "kube/client_impl.h"
 #include "kube/config.h"
 #include "kube/events.h"
 #include "kube/leader_election.h"
-#include "controller/segmentation_controller.h"
+#include "kube/manager.h"
 #include "policy/cert_rotation.h"
 #include "webhooks/admission_handler.h"
 #include "webhooks/certs.h"
@@ -86,7 +87,8 @@ struct Webhook {
 };
 
 StatusOr<std::unique_ptr<Webhook>> prepareWebhook(const Options& opts, kube::ClientPtr client,
-                                                  ClockPtr clock, const std::string& ns) {
+                                                  ClockPtr clock, kube::Manager& manager,
+                                                  const std::string& ns) {
   const char* tmp = std::getenv("TMPDIR");
   std::string dir = std::string(tmp ? tmp : "/tmp") + "/bulkhead-webhook.XXXXXX";
   if (mkdtemp(dir.data()) == nullptr) {
@@ -97,14 +99,14 @@ StatusOr<std::unique_ptr<Webhook>> prepareWebhook(const Options& opts, kube::Cli
   w->certDir = dir;
   webhooks::AdmissionOptions aopts;
   aopts.installNamespace = ns;
-  aopts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
   aopts.controllerUsername = opts.controllerUsername.empty()
                                  ? "system:serviceaccount:" + ns + ":bulkhead"
                                  : opts.controllerUsername;
-  w->handler = std::make_unique<webhooks::AdmissionHandler>(client, clock, aopts);
+  w->handler = std::make_unique<webhooks::AdmissionHandler>(client, clock, manager.cache(),
+                                                            manager.discovery(), aopts);
   w->handler->start();
-  w->certificate = std::make_unique<webhooks::ServingCertificateFiles>(
-      client, clock, ns, opts.webhookCertSecret, dir);
+  w->certificate = std::make_unique<webhooks::ServingCertificateFiles>(manager.cache(), ns,
+                                                                       opts.webhookCertSecret, dir);
   w->certificate->start();
   return w;
 }
@@ -210,14 +212,14 @@ int serve(const Options& opts) {
   }
   auto version = (*client)->raw("GET", "/version", "", "");
   if (!version.ok()) {
-    log::error("cannot reach the API server", {{"server", config->server},
-                                               {"error", version.status().toString()}});
+    log::error("cannot reach the API server",
+               {{"server", config->server}, {"error", version.status().toString()}});
     return 1;
   }
   log::info("connected to the API server", {{"server", config->server},
-                                             {"version", version->value("gitVersion", "")},
-                                             {"config", config->source},
-                                             {"namespace", ns}});
+                                            {"version", version->value("gitVersion", "")},
+                                            {"config", config->source},
+                                            {"namespace", ns}});
 
   std::string identity =
       opts.leaderElectionIdentity.empty() ? defaultIdentity() : opts.leaderElectionIdentity;
@@ -225,12 +227,30 @@ int serve(const Options& opts) {
   controller::ControllerOptions copts;
   copts.installNamespace = ns;
   copts.resyncPeriod = opts.resyncPeriod;
-  copts.meshDiscoveryInterval = opts.meshDiscoveryInterval;
   copts.namespaceWorkers = static_cast<int>(opts.workers);
+
+  kube::ManagerOptions mopts;
+  mopts.discoveryInterval = opts.meshDiscoveryInterval;
+  if (!opts.webhookBindAddress.empty()) {
+    mopts.lostLeadershipMessage =
+        "lost leadership; controllers stopped, webhook keeps serving, campaigning again";
+  }
+  if (opts.leaderElect) {
+    kube::LeaderElectionConfig le;
+    le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
+    le.leaseName = opts.leaderElectionId;
+    le.identity = identity;
+    le.leaseDuration = opts.leaseDuration;
+    le.renewDeadline = opts.renewDeadline;
+    le.retryPeriod = opts.retryPeriod;
+    mopts.leaderElection = le;
+  }
+  kube::Manager manager(*client, clock, mopts);
+  controller::configureCache(manager.cache(), copts);
 
   std::unique_ptr<Webhook> webhook;
   if (!opts.webhookBindAddress.empty()) {
-    auto prepared = prepareWebhook(opts, *client, clock, ns);
+    auto prepared = prepareWebhook(opts, *client, clock, manager, ns);
     if (!prepared.ok()) {
       log::error("cannot start the webhook", {{"error", prepared.status().toString()}});
       return 1;
@@ -239,107 +259,56 @@ int serve(const Options& opts) {
   }
   std::atomic<bool> webhookServing{false};
   auto* admission = webhook.get();
-  auto metricsServer = webhooks::MetricsServer::start(
-      opts.metricsBindAddress, [admission, &webhookServing] {
+  auto metricsServer =
+      webhooks::MetricsServer::start(opts.metricsBindAddress, [admission, &webhookServing] {
         return admission == nullptr || (webhookServing.load() && admission->handler->ready());
       });
   if (!metricsServer.ok()) {
     log::error("cannot start the metrics server", {{"error", metricsServer.status().toString()}});
     return 1;
   }
-  log::info("serving metrics", {{"address", opts.metricsBindAddress},
-                                {"port", (*metricsServer)->port()}});
+  log::info("serving metrics",
+            {{"address", opts.metricsBindAddress}, {"port", (*metricsServer)->port()}});
 
-  // What runs only on the leader: the controllers and, with --manage-webhook-certs, the
-  // certificate rotator. They are made anew each time this replica leads, so a replica that lost
-  // the Lease and wins it again starts from fresh caches with a full reconcile. The controller's
-  // start() blocks until its caches sync, so it runs on a thread of its own.
-  webhooks::CertificateRotatorOptions rotation;
+  // What runs only on the leader: with --manage-webhook-certs the certificate rotator, and the
+  // controllers (stopped first when the Lease is lost). A lost Lease (an API server outage longer
+  // than the renew deadline, say) stops only those: admission is answered from the shared caches,
+  // which resync by themselves.
   if (opts.manageWebhookCerts) {
+    webhooks::CertificateRotatorOptions rotation;
     rotation.ns = ns;
     rotation.secretName = opts.webhookCertSecret;
     rotation.webhookConfiguration = opts.webhookConfiguration;
     rotation.hosts = splitList(opts.webhookCertHosts);
     rotation.settings = rotationSettings(opts);
-    rotation.maxCheckInterval = std::min<std::chrono::milliseconds>(
-        std::chrono::minutes(1), opts.certRenewBefore / 4);
-  }
-  std::mutex controllerMu;
-  std::unique_ptr<controller::SegmentationController> segmentation;
-  std::unique_ptr<webhooks::CertificateRotator> rotator;
-  std::thread controllerThread;
-  auto startControllers = [&] {
-    std::lock_guard lock(controllerMu);
-    if (opts.manageWebhookCerts) {
-      rotator = std::make_unique<webhooks::CertificateRotator>(*client, clock, rotation);
-      rotator->start();
-    }
-    segmentation = std::make_unique<controller::SegmentationController>(*client, clock, events,
-                                                                         copts);
-    controllerThread = std::thread([c = segmentation.get()] { c->start(); });
-  };
-  // The controllers first: after a lost Lease they must stop before another leader starts.
-  auto stopControllers = [&] {
-    std::lock_guard lock(controllerMu);
-    if (segmentation) {
-      segmentation->stop();
-      controllerThread.join();
-      segmentation.reset();
-      log::info("controllers stopped");
-    }
-    if (rotator) {
-      rotator->stop();
-      rotator.reset();
-    }
-  };
-  bool webhookFailed = false;
-  auto serveUntilShutdown = [&] {
-    if (webhook) {
-      if (serveWebhook(opts, *webhook, ns)) {
-        webhookServing = true;
-      } else if (!Shutdown::requested()) {
-        webhookFailed = true;  // exit non-zero, so the kubelet restarts the pod
-        Shutdown::request();
-      }
-    }
-    Shutdown::wait();
-    boundShutdown(opts.shutdownTimeout);
-    if (webhook) {
-      webhook->stop();
-    }
-  };
-
-  if (!opts.leaderElect) {
-    startControllers();
-    serveUntilShutdown();
-    stopControllers();
-    events->stop();
-    return webhookFailed ? 1 : 0;
-  }
-  kube::LeaderElectionConfig le;
-  le.leaseNamespace = opts.leaderElectionNamespace.empty() ? ns : opts.leaderElectionNamespace;
-  le.leaseName = opts.leaderElectionId;
-  le.identity = identity;
-  le.leaseDuration = opts.leaseDuration;
-  le.renewDeadline = opts.renewDeadline;
-  le.retryPeriod = opts.retryPeriod;
-  kube::LeaderElector elector(*client, clock, le);
-  // A lost Lease (an API server outage longer than the renew deadline, say) stops only what is
-  // leader-only: admission is answered from the webhook's own caches, which resync by themselves.
-  std::thread electing([&] {
-    elector.run(startControllers, [&] {
-      stopControllers();
-      if (!Shutdown::requested()) {
-        log::warn(webhook ? "lost leadership; controllers stopped, webhook keeps serving, "
-                            "campaigning again"
-                          : "lost leadership; controllers stopped, campaigning again",
-                  {{"identity", identity}});
-      }
+    rotation.maxCheckInterval =
+        std::min<std::chrono::milliseconds>(std::chrono::minutes(1), opts.certRenewBefore / 4);
+    manager.addLeaderRunnable([&manager, client = *client, clock, rotation] {
+      return std::make_unique<webhooks::CertificateRotator>(client, clock, manager.cache(),
+                                                            rotation);
     });
+  }
+  manager.addLeaderRunnable([&manager, client = *client, clock, events, copts] {
+    return std::make_unique<controller::Controllers>(client, clock, manager.cache(),
+                                                     manager.discovery(), events, copts);
   });
-  serveUntilShutdown();
-  elector.stop();
-  electing.join();
+  manager.start();
+
+  bool webhookFailed = false;
+  if (webhook) {
+    if (serveWebhook(opts, *webhook, ns)) {
+      webhookServing = true;
+    } else if (!Shutdown::requested()) {
+      webhookFailed = true;  // exit non-zero, so the kubelet restarts the pod
+      Shutdown::request();
+    }
+  }
+  Shutdown::wait();
+  boundShutdown(opts.shutdownTimeout);
+  if (webhook) {
+    webhook->stop();
+  }
+  manager.stop();
   events->stop();
   return webhookFailed ? 1 : 0;
 }

@@ -51,8 +51,26 @@ Informer::Informer(ClientPtr client, ClockPtr clock, InformerOptions options)
 
 Informer::~Informer() { stop(); }
 
-void Informer::addEventHandlers(EventHandlers handlers) {
-  handlers_.push_back(std::move(handlers));
+int Informer::addEventHandlers(EventHandlers handlers) {
+  std::lock_guard lock(handlersMu_);
+  const int id = nextHandlerId_++;
+  if (handlers.onAdd) {
+    for (const auto& o : store_.list()) {
+      try {
+        handlers.onAdd(*o);
+      } catch (const std::exception& e) {
+        log::error("event handler failed",
+                   {{"resource", options_.type.resource}, {"error", e.what()}});
+      }
+    }
+  }
+  handlers_.emplace_back(id, std::move(handlers));
+  return id;
+}
+
+void Informer::removeEventHandlers(int id) {
+  std::lock_guard lock(handlersMu_);
+  std::erase_if(handlers_, [id](const auto& h) { return h.first == id; });
 }
 
 void Informer::start() {
@@ -95,8 +113,8 @@ bool Informer::sleepFor(std::chrono::milliseconds d) {
 }
 
 std::chrono::milliseconds Informer::nextBackoff() {
-  backoff_ = backoff_.count() == 0 ? options_.initialBackoff
-                                   : std::min(backoff_ * 2, options_.maxBackoff);
+  backoff_ =
+      backoff_.count() == 0 ? options_.initialBackoff : std::min(backoff_ * 2, options_.maxBackoff);
   // Jitter of up to +25% so that many informers do not reconnect in lockstep.
   static thread_local std::mt19937 rng(std::random_device{}());
   std::uniform_real_distribution<double> jitter(1.0, 1.25);
@@ -170,6 +188,7 @@ StatusOr<std::string> Informer::listAndReplace() {
     rv = page.resourceVersion;
     opts.continueToken = page.continueToken;
   } while (!opts.continueToken.empty() && !stopping_);
+  std::lock_guard lock(handlersMu_);
   for (const auto& key : store_.keys()) {
     if (!seen.contains(key)) {
       if (ObjectPtr old = store_.erase(key)) {
@@ -182,7 +201,7 @@ StatusOr<std::string> Informer::listAndReplace() {
     }
   }
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard rvLock(mu_);
     lastRv_ = rv;
   }
   synced_ = true;
@@ -190,19 +209,20 @@ StatusOr<std::string> Informer::listAndReplace() {
 }
 
 void Informer::notify(const std::function<void(const EventHandlers&)>& call) {
-  for (const auto& h : handlers_) {
+  for (const auto& [id, h] : handlers_) {
     try {
       call(h);
     } catch (const std::exception& e) {
       // A handler choking on a malformed object must not take the informer down with it.
-      log::error("event handler failed", {{"resource", options_.type.resource},
-                                          {"error", e.what()}});
+      log::error("event handler failed",
+                 {{"resource", options_.type.resource}, {"error", e.what()}});
     }
   }
 }
 
 void Informer::apply(WatchEvent::Type type, nlohmann::json&& object) {
   options_.transform(object);
+  std::lock_guard lock(handlersMu_);
   if (type == WatchEvent::Type::kDeleted) {
     ObjectPtr old = store_.erase(objectKey(object));
     notify([&](const EventHandlers& h) {

@@ -72,8 +72,12 @@ class Informer {
   Informer(const Informer&) = delete;
   Informer& operator=(const Informer&) = delete;
 
-  // Before start().
-  void addEventHandlers(EventHandlers handlers);
+  // Adds handlers, before or after start(). Added after, they are first called with onAdd for
+  // every object already cached, so they see each object exactly once before its changes. The
+  // handlers must not add or remove handlers themselves. Returns an id for removeEventHandlers.
+  int addEventHandlers(EventHandlers handlers);
+  // After it returns, the handlers are not called again.
+  void removeEventHandlers(int id);
   Store& store() { return store_; }
   const Store& store() const { return store_; }
 
@@ -106,7 +110,11 @@ class Informer {
   ClockPtr clock_;
   InformerOptions options_;
   Store store_;
-  std::vector<EventHandlers> handlers_;
+  // Held while the store changes and handlers are called, so that handlers added meanwhile
+  // neither miss nor repeat a change.
+  std::mutex handlersMu_;
+  std::vector<std::pair<int, EventHandlers>> handlers_;  // guarded by handlersMu_
+  int nextHandlerId_ = 1;                                // guarded by handlersMu_
   std::thread thread_;
   std::atomic<bool> synced_{false};
   std::atomic<bool> stopping_{false};
@@ -114,7 +122,7 @@ class Informer {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::string lastRv_;                   // guarded by mu_
+  std::string lastRv_;  // guarded by mu_
   std::chrono::milliseconds backoff_{0};
 };
 

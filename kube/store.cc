@@ -42,7 +42,17 @@ Store::Store() {
 
 void Store::addIndex(const std::string& name, IndexFunc fn) {
   std::unique_lock lock(mu_);
-  indexes_[name].fn = std::move(fn);
+  if (indexes_.contains(name)) {
+    return;  // the cache is shared: whoever adds an index by a name adds the same one
+  }
+  Index& index = indexes_[name];
+  index.fn = std::move(fn);
+  for (const auto& [key, text] : items_) {
+    auto object = parse(text);
+    for (auto& value : index.fn(*object)) {
+      index.keysByValue[value].insert(key);
+    }
+  }
 }
 
 ObjectPtr Store::get(const std::string& key) const {

@@ -2,8 +2,8 @@
 
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <shared_mutex>
@@ -29,7 +29,8 @@ class Store {
   using IndexFunc = std::function<std::vector<std::string>(const nlohmann::json&)>;
 
   Store();
-  // Adds a secondary index. Must be called before the first insert.
+  // Adds a secondary index, indexing what is already stored. An index of that name already
+  // there is kept as it is.
   void addIndex(const std::string& name, IndexFunc fn);
 
   ObjectPtr get(const std::string& key) const;

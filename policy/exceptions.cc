@@ -17,22 +17,12 @@ using nlohmann::json;
 constexpr const char* kExceptionKind = "SegmentationException";
 
 // A user-supplied string as a quoted, escaped JSON string, so a name cannot break the message.
-std::string quote(const std::string& s) {
-  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 std::string joinList(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& item : items) {
     out += (out.empty() ? "" : ", ") + item;
   }
   return out;
-}
-
-// Unicode code points in UTF-8 text (what the schema's minLength and maxLength count).
-size_t codePoints(const std::string& s) {
-  return static_cast<size_t>(std::count_if(
-      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 bool isPodRuleName(const std::string& name) {
@@ -95,24 +85,6 @@ StatusOr<std::vector<std::string>> decodeRules(const json& spec) {
 }
 
 // The object's name and namespace for messages, read leniently (the object may not decode).
-ObjectRef refOf(const json& object) {
-  ObjectRef ref{kExceptionKind, "", ""};
-  if (!object.is_object()) {
-    return ref;
-  }
-  auto md = object.find("metadata");
-  if (md == object.end() || !md->is_object()) {
-    return ref;
-  }
-  if (auto n = md->find("name"); n != md->end() && n->is_string()) {
-    ref.name = n->get<std::string>();
-  }
-  if (auto n = md->find("namespace"); n != md->end() && n->is_string()) {
-    ref.ns = n->get<std::string>();
-  }
-  return ref;
-}
-
 TimeBoundFields timeBoundFieldsOf(const SegmentationException& e) {
   return {e.requestedBy, e.approvedBy, e.expiresAt};
 }
@@ -120,14 +92,6 @@ TimeBoundFields timeBoundFieldsOf(const SegmentationException& e) {
 std::set<std::string> asSet(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
 // "the maxDuration 1h of SegmentationPolicy "baseline"" or "the default maxDuration 168h".
-std::string maxDurationPhrase(const ApprovalRules& rules) {
-  if (rules.policyName.empty()) {
-    return "the default maxDuration " + formatDuration(rules.maxDuration);
-  }
-  return "the maxDuration " + formatDuration(rules.maxDuration) + " of SegmentationPolicy " +
-         quote(rules.policyName);
-}
-
 std::string approverGroupsPhrase(const ApprovalRules& rules) {
   return "(" + joinList(rules.approverGroups) + ") of SegmentationPolicy " +
          quote(rules.policyName);
@@ -191,6 +155,44 @@ std::optional<std::string> checkApproval(const ObjectRef& ref, const TimeBoundFi
 
 // Reads the digits of a fixed-width decimal field; false if any is not a digit.
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the kinds of requested, time-bound objects
+
+std::string quote(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ObjectRef objectRefOf(const json& object, const std::string& kind) {
+  ObjectRef ref{kind, "", ""};
+  if (!object.is_object()) {
+    return ref;
+  }
+  auto md = object.find("metadata");
+  if (md == object.end() || !md->is_object()) {
+    return ref;
+  }
+  if (auto n = md->find("name"); n != md->end() && n->is_string()) {
+    ref.name = n->get<std::string>();
+  }
+  if (auto n = md->find("namespace"); n != md->end() && n->is_string()) {
+    ref.ns = n->get<std::string>();
+  }
+  return ref;
+}
+
+std::string maxDurationPhrase(const ApprovalRules& rules) {
+  if (rules.policyName.empty()) {
+    return "the default maxDuration " + formatDuration(rules.maxDuration);
+  }
+  return "the maxDuration " + formatDuration(rules.maxDuration) + " of SegmentationPolicy " +
+         quote(rules.policyName);
+}
+
+size_t codePoints(const std::string& s) {
+  return static_cast<size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
 
 StatusOr<WallTime> parseDateTime(std::string_view text, const std::string& path) {
   auto t = parseRfc3339(text);
@@ -405,7 +407,7 @@ std::optional<std::string> checkExceptionRequest(const ExceptionReview& review,
            " of a SegmentationException without the object; the request "
            "cannot be checked";
   }
-  ObjectRef ref = refOf(*review.object);
+  ObjectRef ref = objectRefOf(*review.object, kExceptionKind);
   auto updated = decodeSegmentationException(*review.object);
   if (!updated.ok()) {
     return "bulkhead: " + describeObject(ref) + " is invalid: " + updated.status().message();

@@ -150,6 +150,16 @@ std::optional<std::string> checkTimeBoundUpdate(const ObjectRef& ref, const Time
                                                 const UserInfo& user, const ApprovalRules& rules,
                                                 WallTime now);
 
+// A user-supplied string as a quoted, escaped JSON string, so a name cannot break a message.
+std::string quote(const std::string& s);
+// Unicode code points in UTF-8 text (what a CRD schema's minLength and maxLength count).
+size_t codePoints(const std::string& s);
+// The name and namespace of an object of `kind` for messages, read leniently (the object may not
+// decode).
+ObjectRef objectRefOf(const nlohmann::json& object, const std::string& kind);
+// "the maxDuration 1h of SegmentationPolicy "baseline"" or "the default maxDuration 168h".
+std::string maxDurationPhrase(const ApprovalRules& rules);
+
 // ---------------------------------------------------------------------------------------------
 // Time formats of user-written times. Not common/time_format's parseRfc3339/formatRfc3339: those
 // serve times the API server wrote, while these validate untrusted input exactly as the CRD

@@ -1,11 +1,13 @@
 #include "webhooks/admission_handler.h"
 
-#include <set>
+#include <algorithm>
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "policy/grants.h"
 #include "policy/segmentation.h"
 #include "policy/tenant_objects.h"
+#include "webhooks/admission_rules.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -16,11 +18,8 @@ const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpoli
                                    "SegmentationPolicy", false};
 const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
                                      "SegmentationException", true};
-
-const std::set<std::string> kGeneratedKinds = {"networkpolicies", "peerauthentications",
-                                               "authorizationpolicies"};
-// Mesh configuration tenants may write only where the policy allows it.
-const std::set<std::string> kTenantMeshKinds = {"envoyfilters", "sidecars"};
+const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1", "peerauthentications",
+                                              "PeerAuthentication", true};
 
 metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
                                 const std::string& mode) {
@@ -48,76 +47,62 @@ policy::Decision namespaceUnknown(const std::string& ns) {
       {"namespaceUnknown"});
 }
 
+// What the checks of requested, time-bound objects (exceptions, grants) read of a request.
+policy::ExceptionReview timeBoundReview(const AdmissionRequest& req) {
+  policy::ExceptionReview review;
+  review.operation = req.operation;
+  if (!req.object.is_null()) {
+    review.object = req.object;
+  }
+  if (!req.oldObject.is_null()) {
+    review.oldObject = req.oldObject;
+  }
+  review.user = req.user;
+  return review;
+}
+
 HttpResponse text(int status, std::string message) {
   return {status, "text/plain; charset=utf-8", std::move(message) + "\n"};
 }
 
 }  // namespace
 
-AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock,
-                                   AdmissionOptions options)
+AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock, kube::SharedCache& cache,
+                                   kube::ApiDiscovery& discovery, AdmissionOptions options)
     : client_(std::move(client)),
       clock_(std::move(clock)),
+      discovery_(discovery),
       options_(std::move(options)),
+      namespaces_(cache.informer(kube::resources::kNamespaces)),
+      policies_(cache.informer(kPolicies)),
+      networkPolicies_(
+          cache.informer(kube::resources::kNetworkPolicies, policy::kManagedBySelector)),
+      exceptions_(cache.informer(kExceptions)),
+      events_(
+          std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook")),
       decoded_(std::make_shared<const std::vector<policy::SegmentationPolicy>>()) {
-  namespaces_ = std::make_unique<kube::Informer>(
-      client_, clock_, kube::informerOptions(kube::resources::kNamespaces));
-  policies_ = std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kPolicies));
-  networkPolicies_ = std::make_unique<kube::Informer>(
-      client_, clock_,
-      kube::informerOptions(kube::resources::kNetworkPolicies, "",
-                            policy::kManagedBySelector));
-  exceptions_ =
-      std::make_unique<kube::Informer>(client_, clock_, kube::informerOptions(kExceptions));
-  events_ = std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook");
-  auto rebuild = [this](const json&) { rebuildPolicies(); };
-  policies_->addEventHandlers(
-      {rebuild, [rebuild](const json&, const json& o) { rebuild(o); }, rebuild});
+  discovery_.track(kPeerAuthentications);
 }
 
 AdmissionHandler::~AdmissionHandler() { stop(); }
 
 void AdmissionHandler::start() {
-  namespaces_->start();
-  policies_->start();
-  networkPolicies_->start();
-  exceptions_->start();
-  discovery_ = std::thread([this] {
-    std::unique_lock lock(mu_);
-    while (!stopping_) {
-      lock.unlock();
-      auto served = client_->isServed("security.istio.io", "v1", "peerauthentications");
-      lock.lock();
-      if (served.ok()) {
-        meshAvailable_ = *served;
-        meshKnown_ = true;
-      }
-      cv_.wait_for(lock, options_.meshDiscoveryInterval, [this] { return stopping_; });
-    }
-  });
+  auto rebuild = [this](const json&) { rebuildPolicies(); };
+  policyHandlers_ = policies_->addEventHandlers(
+      {rebuild, [rebuild](const json&, const json& o) { rebuild(o); }, rebuild});
 }
 
 void AdmissionHandler::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (discovery_.joinable()) {
-    discovery_.join();
-  }
-  for (auto* inf : {namespaces_.get(), policies_.get(), networkPolicies_.get(), exceptions_.get()}) {
-    inf->stop();
+  if (policyHandlers_ != 0) {
+    policies_->removeEventHandlers(policyHandlers_);
+    policyHandlers_ = 0;
   }
   events_->stop();
 }
 
 bool AdmissionHandler::ready() const {
-  {
-    std::lock_guard lock(mu_);
-    if (!meshKnown_) {
-      return false;  // requireSidecar depends on it
-    }
+  if (!discovery_.served(kPeerAuthentications).has_value()) {
+    return false;  // requireSidecar depends on it
   }
   return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced() &&
          exceptions_->hasSynced();  // decisions read all four
@@ -162,109 +147,131 @@ policy::Decision AdmissionHandler::decideTenantObject(
   return policy::decideTenantObject(req.kind, req.ns, req.name, req.object, governing(all, req.ns));
 }
 
-policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
-  auto snapshot = policies();
-  const std::vector<policy::SegmentationPolicy>& all = *snapshot;
-  const std::string& resource = req.resource;
-  if (req.pod.has_value() && (req.operation == "CREATE" || req.operation == "UPDATE")) {
-    auto facts = *req.pod;
-    if (!facts.ok()) {
-      return policy::Decision::deny("bulkhead: cannot read the " + req.kind + ": " +
-                                        facts.status().message(),
-                                    {"malformed"});
-    }
-    facts->ns = req.ns;
-    if (facts->name.empty()) {
-      facts->name = req.name;
-    }
-    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
-    if (nsObj == nullptr) {
-      return namespaceUnknown(req.ns);
-    }
-    const policy::Labels nsLabels = policy::labelsOf(*nsObj);
-    const policy::SegmentationPolicy* gov =
-        policy::governingPolicy(all, {req.ns, nsLabels}, options_.installNamespace);
-    std::vector<policy::SegmentationException> exceptions;
-    for (const auto& o : exceptions_->store().byNamespace(req.ns)) {
-      if (auto ex = policy::decodeSegmentationException(*o); ex.ok()) {
-        exceptions.push_back(std::move(*ex));
-      }
-    }
-    bool mesh;
-    {
-      std::lock_guard lock(mu_);
-      mesh = meshAvailable_;
-    }
-    const bool segmented =
-        networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
-    policy::PodReview review;
-    review.pod = &*facts;
-    review.governing = gov;
-    review.namespaceLabels = &nsLabels;
-    review.meshAvailable = mesh;
-    review.defaultDenyExists = segmented;
-    review.exceptions = &exceptions;
-    review.now = clock_->now();
-    if (req.operation == "UPDATE" && req.oldPod.has_value() && req.oldPod->ok()) {
-      review.oldPod = &**req.oldPod;  // an unreadable old object: judged in full
-      review.podSpecChanged = req.podSpecChanged;
-    }
-    return policy::decidePod(review);
+policy::Decision AdmissionHandler::decidePod(
+    const AdmissionRequest& req, const std::vector<policy::SegmentationPolicy>& all) const {
+  auto facts = *req.pod;
+  if (!facts.ok()) {
+    return policy::Decision::deny(
+        "bulkhead: cannot read the " + req.kind + ": " + facts.status().message(), {"malformed"});
   }
-  if (kGeneratedKinds.contains(resource) &&
-      (req.operation == "UPDATE" || req.operation == "DELETE")) {
-    const policy::Labels oldLabels = policy::labelsOf(req.oldObject);
-    if (req.operation == "UPDATE" && !policy::isGenerated(oldLabels)) {
-      return decideTenantObject(req, all);  // a tenant's own object
-    }
-    kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
-    return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name, oldLabels,
-                                               req.user.username, options_.controllerUsername,
-                                               nsObj != nullptr && policy::isTerminating(*nsObj));
+  facts->ns = req.ns;
+  if (facts->name.empty()) {
+    facts->name = req.name;
   }
-  if ((kGeneratedKinds.contains(resource) || kTenantMeshKinds.contains(resource)) &&
-      (req.operation == "CREATE" || req.operation == "UPDATE")) {
+  kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
+  if (nsObj == nullptr) {
+    return namespaceUnknown(req.ns);
+  }
+  const policy::Labels nsLabels = policy::labelsOf(*nsObj);
+  std::vector<policy::SegmentationException> exceptions;
+  for (const auto& o : exceptions_->store().byNamespace(req.ns)) {
+    if (auto ex = policy::decodeSegmentationException(*o); ex.ok()) {
+      exceptions.push_back(std::move(*ex));
+    }
+  }
+  policy::PodReview review;
+  review.pod = &*facts;
+  review.governing = policy::governingPolicy(all, {req.ns, nsLabels}, options_.installNamespace);
+  review.namespaceLabels = &nsLabels;
+  review.meshAvailable = discovery_.served(kPeerAuthentications).value_or(false);
+  review.defaultDenyExists =
+      networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
+  review.exceptions = &exceptions;
+  review.now = clock_->now();
+  if (req.operation == "UPDATE" && req.oldPod.has_value() && req.oldPod->ok()) {
+    review.oldPod = &**req.oldPod;  // an unreadable old object: judged in full
+    review.podSpecChanged = req.podSpecChanged;
+  }
+  return policy::decidePod(review);
+}
+
+policy::Decision AdmissionHandler::decideNetworkObject(
+    const AdmissionRequest& req, const std::vector<policy::SegmentationPolicy>& all) const {
+  if (req.operation == "CREATE") {
     return decideTenantObject(req, all);
   }
-  if (resource == "namespaces" && req.operation == "UPDATE") {
-    if (req.user.username == options_.controllerUsername) {
-      return policy::Decision::allow();  // it sets and repairs the Pod Security labels
-    }
-    return policy::decideNamespaceLabels(req.name, policy::labelsOf(req.oldObject),
-                                         policy::labelsOf(req.object), all,
-                                         options_.installNamespace, req.user);
+  const policy::Labels oldLabels = policy::labelsOf(req.oldObject);
+  if (req.operation == "UPDATE" && !policy::isGenerated(oldLabels)) {
+    return decideTenantObject(req, all);  // a tenant's own object
   }
-  if (resource == "services" && (req.operation == "CREATE" || req.operation == "UPDATE")) {
-    if (!namespaces_->store().contains(req.ns)) {
-      return namespaceUnknown(req.ns);  // externalIPs are refused in selected namespaces
+  kube::ObjectPtr nsObj = namespaces_->store().get(req.ns);
+  return policy::decideGeneratedObjectChange(req.operation, req.kind, req.ns, req.name, oldLabels,
+                                             req.user.username, options_.controllerUsername,
+                                             nsObj != nullptr && policy::isTerminating(*nsObj));
+}
+
+policy::Decision AdmissionHandler::decideService(
+    const AdmissionRequest& req, const std::vector<policy::SegmentationPolicy>& all) const {
+  if (!namespaces_->store().contains(req.ns)) {
+    return namespaceUnknown(req.ns);  // externalIPs are refused in selected namespaces
+  }
+  policy::ServiceFacts svc;
+  svc.name = req.name;
+  svc.ns = req.ns;
+  if (auto spec = req.object.find("spec"); spec != req.object.end() && spec->is_object()) {
+    if (auto t = spec->find("type"); t != spec->end() && t->is_string()) {
+      svc.type = t->get<std::string>();
     }
-    policy::ServiceFacts svc;
-    svc.name = req.name;
-    svc.ns = req.ns;
-    if (auto spec = req.object.find("spec"); spec != req.object.end() && spec->is_object()) {
-      if (auto t = spec->find("type"); t != spec->end() && t->is_string()) {
-        svc.type = t->get<std::string>();
+    if (auto ips = spec->find("externalIPs"); ips != spec->end() && ips->is_array()) {
+      svc.hasExternalIPs = !ips->empty();
+    }
+  }
+  return policy::decideService(svc, governing(all, req.ns), false);
+}
+
+policy::Decision AdmissionHandler::decide(const AdmissionRequest& req) {
+  const AdmissionRule* rule = findAdmissionRule(req.resource, req.subResource);
+  if (rule == nullptr || std::find(rule->operations.begin(), rule->operations.end(),
+                                   req.operation) == rule->operations.end()) {
+    return policy::Decision::allow();  // not a request the webhook is registered for
+  }
+  auto snapshot = policies();
+  const std::vector<policy::SegmentationPolicy>& all = *snapshot;
+  switch (rule->decider) {
+    case Decider::kPod:
+      if (!req.pod.has_value()) {
+        return policy::Decision::deny("bulkhead: the request carries no " + req.kind,
+                                      {"malformed"});
       }
-      if (auto ips = spec->find("externalIPs"); ips != spec->end() && ips->is_array()) {
-        svc.hasExternalIPs = !ips->empty();
+      return decidePod(req, all);
+    case Decider::kService:
+      return decideService(req, all);
+    case Decider::kNamespaceLabels:
+      if (req.user.username == options_.controllerUsername) {
+        return policy::Decision::allow();  // it sets and repairs the Pod Security labels
       }
+      return policy::decideNamespaceLabels(req.name, policy::labelsOf(req.oldObject),
+                                           policy::labelsOf(req.object), all,
+                                           options_.installNamespace, req.user);
+    case Decider::kNetworkObject:
+      return decideNetworkObject(req, all);
+    case Decider::kTenantMeshObject:
+      return decideTenantObject(req, all);
+    case Decider::kException: {
+      auto denial = policy::checkExceptionRequest(timeBoundReview(req), governing(all, req.ns),
+                                                  clock_->now());
+      return denial ? policy::Decision::deny(*denial, {"exception"}) : policy::Decision::allow();
     }
-    return policy::decideService(svc, governing(all, req.ns), false);
+    case Decider::kGrant: {
+      // The namespaces' labels decide which policies' approvers count: refuse rather than guess.
+      const std::string source = policy::grantSourceNamespace(req.object);
+      for (const auto& ns : {req.ns, source}) {
+        if (!ns.empty() && !namespaces_->store().contains(ns) && req.operation != "DELETE") {
+          if (ns == source && ns != req.ns) {
+            // A source namespace that does not exist (yet) has no policy: only the
+            // destination's rules apply.
+            continue;
+          }
+          return namespaceUnknown(ns);
+        }
+      }
+      auto denial = policy::checkGrantRequest(timeBoundReview(req), governing(all, req.ns),
+                                              source.empty() ? nullptr : governing(all, source),
+                                              clock_->now());
+      return denial ? policy::Decision::deny(*denial, {"grant"}) : policy::Decision::allow();
+    }
   }
-  if (resource == "segmentationexceptions") {
-    policy::ExceptionReview review;
-    review.operation = req.operation;
-    if (!req.object.is_null()) {
-      review.object = req.object;
-    }
-    if (!req.oldObject.is_null()) {
-      review.oldObject = req.oldObject;
-    }
-    review.user = req.user;
-    auto denial = policy::checkExceptionRequest(review, governing(all, req.ns), clock_->now());
-    return denial ? policy::Decision::deny(*denial, {"exception"}) : policy::Decision::allow();
-  }
-  return policy::Decision::allow();
+  return policy::Decision::deny("bulkhead: internal error: no decider", {"internal"});
 }
 
 HttpResponse AdmissionHandler::handle(const HttpRequest& request) {
@@ -295,10 +302,10 @@ HttpResponse AdmissionHandler::handle(const HttpRequest& request) {
   } catch (const std::exception& e) {
     // Never allow by accident: an unexpected failure denies.
     log::error("admission decision failed", {{"uid", req->uid}, {"error", e.what()}});
-    decision = policy::Decision::deny(std::string("bulkhead: internal error: ") + e.what(),
-                                      {"internal"});
+    decision =
+        policy::Decision::deny(std::string("bulkhead: internal error: ") + e.what(), {"internal"});
   }
-  const char* verdict = !decision.allowed          ? "deny"
+  const char* verdict = !decision.allowed            ? "deny"
                         : !decision.warnings.empty() ? "warn"
                         : !decision.rules.empty()    ? "audit"
                                                      : "allow";

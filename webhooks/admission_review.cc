@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "policy/pod_facts_decoder.h"
+#include "webhooks/admission_rules.h"
 
 namespace bulkhead::webhooks {
 namespace {
@@ -131,13 +132,8 @@ std::optional<std::string> podSpecText(const SimdNode& object) {
 }  // namespace
 
 bool isPodLike(std::string_view resource, std::string_view subResource) {
-  if (resource == "pods") {
-    return subResource.empty() || subResource == "ephemeralcontainers";
-  }
-  return subResource.empty() &&
-         (resource == "deployments" || resource == "statefulsets" || resource == "daemonsets" ||
-          resource == "replicasets" || resource == "jobs" || resource == "cronjobs" ||
-          resource == "replicationcontrollers" || resource == "podtemplates");
+  const AdmissionRule* rule = findAdmissionRule(resource, subResource);
+  return rule != nullptr && rule->decider == Decider::kPod;
 }
 
 StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {
@@ -214,9 +210,8 @@ StatusOr<AdmissionRequest> decodeAdmissionReview(std::string_view body) {
 std::string encodeAdmissionReview(const std::string& uid, const policy::Decision& decision) {
   json response = {{"uid", uid}, {"allowed", decision.allowed}};
   if (!decision.allowed) {
-    response["status"] = {{"code", decision.code},
-                          {"reason", "Forbidden"},
-                          {"message", decision.message}};
+    response["status"] = {
+        {"code", decision.code}, {"reason", "Forbidden"}, {"message", decision.message}};
   }
   if (!decision.warnings.empty()) {
     response["warnings"] = decision.warnings;

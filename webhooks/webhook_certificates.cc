@@ -85,27 +85,26 @@ kube::InformerOptions oneObject(const kube::ResourceType& type, const std::strin
 
 // --- ServingCertificateFiles ---------------------------------------------------------------
 
-ServingCertificateFiles::ServingCertificateFiles(kube::ClientPtr client, ClockPtr clock,
-                                                 std::string ns, std::string secretName,
-                                                 std::string dir)
+ServingCertificateFiles::ServingCertificateFiles(kube::SharedCache& cache, std::string ns,
+                                                 std::string secretName, std::string dir)
     : ns_(std::move(ns)),
       name_(std::move(secretName)),
       dir_(std::move(dir)),
-      informer_(std::move(client), std::move(clock),
-                oneObject(kube::resources::kSecrets, ns_, name_)) {
-  informer_.addEventHandlers({
+      informer_(cache.informer(oneObject(kube::resources::kSecrets, ns_, name_))) {
+  handlers_ = kube::EventHandlers({
       .onAdd = [this](const json& s) { onSecret(s); },
       .onUpdate = [this](const json&, const json& s) { onSecret(s); },
-      .onDelete = [this](const json&) {
-        log::warn("the webhook certificate Secret was deleted; serving the last pair",
-                  {{"secret", ns_ + "/" + name_}});
-      },
+      .onDelete =
+          [this](const json&) {
+            log::warn("the webhook certificate Secret was deleted; serving the last pair",
+                      {{"secret", ns_ + "/" + name_}});
+          },
   });
 }
 
 ServingCertificateFiles::~ServingCertificateFiles() { stop(); }
 
-void ServingCertificateFiles::start() { informer_.start(); }
+void ServingCertificateFiles::start() { handlerId_ = informer_->addEventHandlers(handlers_); }
 
 void ServingCertificateFiles::stop() {
   {
@@ -113,7 +112,10 @@ void ServingCertificateFiles::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  informer_.stop();
+  if (handlerId_ != 0) {
+    informer_->removeEventHandlers(handlerId_);
+    handlerId_ = 0;
+  }
 }
 
 bool ServingCertificateFiles::waitForPair(std::chrono::milliseconds timeout) {
@@ -190,10 +192,9 @@ std::optional<std::vector<std::string>> caBundles(const json& configuration) {
       return std::nullopt;
     }
     const auto caBundle = clientConfig->find("caBundle");
-    std::optional<std::string> decoded =
-        caBundle != clientConfig->end() && caBundle->is_string()
-            ? base64Decode(caBundle->get<std::string>())
-            : std::optional<std::string>("");
+    std::optional<std::string> decoded = caBundle != clientConfig->end() && caBundle->is_string()
+                                             ? base64Decode(caBundle->get<std::string>())
+                                             : std::optional<std::string>("");
     out.push_back(decoded.value_or(""));
   }
   return out;
@@ -210,34 +211,34 @@ Status explained(Status status, const std::string& doing, const std::string& rba
 }  // namespace
 
 CertificateRotator::CertificateRotator(kube::ClientPtr client, ClockPtr clock,
-                                       CertificateRotatorOptions options)
-    : client_(std::move(client)),
-      clock_(std::move(clock)),
-      options_(std::move(options)),
-      webhookConfiguration_(client_, clock_,
-                            oneObject(kube::resources::kValidatingWebhookConfigurations, "",
-                                      options_.webhookConfiguration)),
-      secret_(client_, clock_,
-              oneObject(kube::resources::kSecrets, options_.ns, options_.secretName)) {
+                                       kube::SharedCache& cache, CertificateRotatorOptions options)
+    : client_(std::move(client)), clock_(std::move(clock)), options_(std::move(options)) {
   // cmd/ validated the hosts with the same function: an error here is a bug, and aborts.
   hosts_ = canonicalHosts(options_.hosts).value();
   for (const auto& host : hosts_) {
     (isIpAddress(host) ? ipAddresses_ : dnsNames_).push_back(host);
   }
-  for (auto* informer : {&webhookConfiguration_, &secret_}) {
-    informer->addEventHandlers({
-        .onAdd = [this](const json&) { wake(); },
-        .onUpdate = [this](const json&, const json&) { wake(); },
-        .onDelete = [this](const json&) { wake(); },
-    });
-  }
+  watches_.emplace_back(cache.informer(oneObject(kube::resources::kValidatingWebhookConfigurations,
+                                                 "", options_.webhookConfiguration)),
+                        0);
+  watches_.emplace_back(
+      cache.informer(oneObject(kube::resources::kSecrets, options_.ns, options_.secretName)), 0);
 }
 
 CertificateRotator::~CertificateRotator() { stop(); }
 
 void CertificateRotator::start() {
-  webhookConfiguration_.start();
-  secret_.start();
+  std::lock_guard watchLock(watchMu_);
+  if (watchesStopped_) {
+    return;
+  }
+  for (auto& [informer, id] : watches_) {
+    id = informer->addEventHandlers({
+        .onAdd = [this](const json&) { wake(); },
+        .onUpdate = [this](const json&, const json&) { wake(); },
+        .onDelete = [this](const json&) { wake(); },
+    });
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -247,8 +248,14 @@ void CertificateRotator::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  webhookConfiguration_.stop();
-  secret_.stop();
+  std::lock_guard watchLock(watchMu_);
+  watchesStopped_ = true;
+  for (auto& [informer, id] : watches_) {
+    if (id != 0) {
+      informer->removeEventHandlers(id);
+      id = 0;
+    }
+  }
   if (thread_.joinable()) {
     thread_.join();
   }
@@ -345,13 +352,13 @@ StatusOr<policy::TimePoint> CertificateRotator::reconcileOnce() {
   auto webhook = client_->get(kube::resources::kValidatingWebhookConfigurations, "",
                               options_.webhookConfiguration);
   if (!webhook.ok()) {
-    webhookProblem =
-        webhook.status().code() == StatusCode::kNotFound
-            ? notFoundError(vwcRef + " not found: the chart installs it; `helm upgrade` "
-                                     "restores it")
-            : explained(webhook.status(), "reading " + vwcRef,
-                        "get, update on validatingwebhookconfigurations/" +
-                            options_.webhookConfiguration);
+    webhookProblem = webhook.status().code() == StatusCode::kNotFound
+                         ? notFoundError(vwcRef +
+                                         " not found: the chart installs it; `helm upgrade` "
+                                         "restores it")
+                         : explained(webhook.status(), "reading " + vwcRef,
+                                     "get, update on validatingwebhookconfigurations/" +
+                                         options_.webhookConfiguration);
   } else if (webhookBundles = caBundles(*webhook); !webhookBundles) {
     webhookProblem = invalidError(vwcRef + " has no webhooks with a clientConfig");
   }

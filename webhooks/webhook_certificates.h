@@ -15,6 +15,8 @@
 #include "common/status.h"
 #include "kube/client.h"
 #include "kube/informer.h"
+#include "kube/manager.h"
+#include "kube/shared_cache.h"
 #include "policy/cert_rotation.h"
 
 // The webhook's certificates as a Kubernetes Secret (`tls.crt`, `tls.key`, `ca.crt`; SPEC 4):
@@ -35,8 +37,8 @@ inline constexpr const char* kCaBundle = "ca-bundle.crt";
 // A Secret that is missing or lacks either key leaves the files as they are.
 class ServingCertificateFiles {
  public:
-  ServingCertificateFiles(kube::ClientPtr client, ClockPtr clock, std::string ns,
-                          std::string secretName, std::string dir);
+  ServingCertificateFiles(kube::SharedCache& cache, std::string ns, std::string secretName,
+                          std::string dir);
   ~ServingCertificateFiles();
   ServingCertificateFiles(const ServingCertificateFiles&) = delete;
   ServingCertificateFiles& operator=(const ServingCertificateFiles&) = delete;
@@ -54,7 +56,9 @@ class ServingCertificateFiles {
   std::string ns_;
   std::string name_;
   std::string dir_;
-  kube::Informer informer_;
+  std::shared_ptr<kube::Informer> informer_;  // from the shared cache
+  kube::EventHandlers handlers_;
+  int handlerId_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::string writtenCert_;  // guarded by mu_
@@ -80,15 +84,16 @@ struct CertificateRotatorOptions {
 // recreated without caBundle or a Secret edited or deleted is repaired at once. Failures (a
 // Forbidden, a missing webhook configuration, another writer undoing its changes) are logged
 // with what to check and retried with backoff.
-class CertificateRotator {
+class CertificateRotator : public kube::LeaderRunnable {
  public:
-  CertificateRotator(kube::ClientPtr client, ClockPtr clock, CertificateRotatorOptions options);
-  ~CertificateRotator();
+  CertificateRotator(kube::ClientPtr client, ClockPtr clock, kube::SharedCache& cache,
+                     CertificateRotatorOptions options);
+  ~CertificateRotator() override;
   CertificateRotator(const CertificateRotator&) = delete;
   CertificateRotator& operator=(const CertificateRotator&) = delete;
 
-  void start();
-  void stop();
+  void start() override;
+  void stop() override;
 
   // One look and at most one action. Returns when to look again.
   StatusOr<policy::TimePoint> reconcileOnce();
@@ -109,8 +114,11 @@ class CertificateRotator {
   // The bundle last seen in (or written to) the webhook configuration, and since when.
   std::string trustedBundle_;
   policy::TimePoint trustedSince_;
-  kube::Informer webhookConfiguration_;  // both only wake the loop
-  kube::Informer secret_;
+  // From the shared cache; both only wake the loop. Their handler ids are guarded by watchMu_,
+  // which start() and stop() (on different threads) take; the handlers never do.
+  std::mutex watchMu_;
+  bool watchesStopped_ = false;
+  std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> watches_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

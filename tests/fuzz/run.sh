@@ -10,7 +10,7 @@ shift || true
 out=build/fuzz
 mkdir -p "$out/corpus" "$out/artifacts"
 bin="$out/admission_fuzz"
-sources=(tests/fuzz/admission_fuzz.cc webhooks/admission_review.cc policy/*.cc
+sources=(tests/fuzz/admission_fuzz.cc webhooks/admission_review.cc webhooks/admission_rules.cc policy/*.cc
          common/status.cc common/time_format.cc common/flags.cc)
 stale=false
 [ -x "$bin" ] || stale=true

@@ -6,17 +6,20 @@
 
 #include <chrono>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
+#include "webhooks/admission_rules.h"
 
 namespace bulkhead::testing {
 namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
 
 ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
   return ControlPlane::get().kubectl(args, input);
@@ -35,7 +38,8 @@ std::string pod(const std::string& name, const std::string& ns, const std::strin
                 const std::string& labels = R"({"app.kubernetes.io/name": "web"})") {
   return R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": ")" + name +
          R"(", "namespace": ")" + ns + R"(", "labels": )" + labels + R"(},
-    "spec": {)" + extraSpec + R"("containers": [{"name": "web", "image": "nginx"}]}})";
+    "spec": {)" +
+         extraSpec + R"("containers": [{"name": "web", "image": "nginx"}]}})";
 }
 
 // One webhook process for the whole binary (its registration is cluster-wide).
@@ -95,6 +99,53 @@ spec:
     return p;
   }();
   return *process;
+}
+
+// The chart's webhook rules are the handler's table (webhooks/admission_rules.h), rule for
+// rule: a resource the chart sends but no decider checks would be allowed unread, and one the
+// handler checks but the chart never sends would not be guarded at all.
+TEST_CASE("the chart's webhook rules equal the handler's table of checked resources") {
+  using Rule = std::tuple<std::string, std::string, std::string, std::string>;
+  auto rendered = ControlPlane::get().shell(
+      "helm template bulkhead '" BULKHEAD_SOURCE_DIR
+      "/charts/bulkhead' -n bulkhead-system "
+      "--show-only templates/validatingwebhookconfiguration.yaml | python3 -c "
+      "'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'");
+  REQUIRE_MESSAGE(rendered.exitCode == 0, rendered.err);
+  const auto config = nlohmann::json::parse(rendered.out);
+  std::set<Rule> chart;
+  for (const auto& webhook : config["webhooks"]) {
+    for (const auto& rule : webhook["rules"]) {
+      for (const auto& group : rule["apiGroups"]) {
+        for (const auto& version : rule["apiVersions"]) {
+          for (const auto& resource : rule["resources"]) {
+            for (const auto& op : rule["operations"]) {
+              chart.insert({group.get<std::string>(), version.get<std::string>(),
+                            resource.get<std::string>(), op.get<std::string>()});
+            }
+          }
+        }
+      }
+    }
+  }
+  std::set<Rule> table;
+  for (const auto& rule : webhooks::admissionRules()) {
+    for (const auto& version : rule.versions) {
+      for (const auto& op : rule.operations) {
+        table.insert({rule.group, version, rule.resource, op});
+      }
+    }
+  }
+  for (const auto& [g, v, r, o] : chart) {
+    CHECK_MESSAGE(table.contains({g, v, r, o}), "the chart sends "
+                                                    << o << " " << g << "/" << v << " " << r
+                                                    << " but the handler has no decider for it");
+  }
+  for (const auto& [g, v, r, o] : table) {
+    CHECK_MESSAGE(chart.contains({g, v, r, o}), "the handler checks "
+                                                    << o << " " << g << "/" << v << " " << r
+                                                    << " but the chart never sends it");
+  }
 }
 
 TEST_CASE("a pod on the host network is denied with the exact message; the fix is admitted") {
@@ -209,8 +260,7 @@ TEST_CASE("host ports, host PID, added capabilities and sidecar opt-outs are den
   CHECK(denial(hostPort).find("violates forbidHostPorts "
                               "(spec.containers[0].ports[0].hostPort=8080)") != std::string::npos);
   auto hostPid = kubectl({"create", "-f", "-"}, pod("pid", "shop", R"("hostPID": true,)"));
-  CHECK(denial(hostPid).find("violates forbidHostPIDIPC (spec.hostPID=true)") !=
-        std::string::npos);
+  CHECK(denial(hostPid).find("violates forbidHostPIDIPC (spec.hostPID=true)") != std::string::npos);
   auto caps = kubectl({"create", "-f", "-"}, R"({"apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": "caps", "namespace": "shop", "labels": {"app.kubernetes.io/name": "c"}},
     "spec": {"containers": [{"name": "web", "image": "nginx",
@@ -255,7 +305,8 @@ TEST_CASE("a SegmentationException: identity is checked, and an active one exemp
   auto fill = [&](const std::string& requester, int hours) {
     std::string e = exception;
     e.replace(e.find("REQUESTER"), 9, requester);
-    auto expires = shell("date -u -d '+" + std::to_string(hours) + " hours' +%Y-%m-%dT%H:%M:%SZ").out;
+    auto expires =
+        shell("date -u -d '+" + std::to_string(hours) + " hours' +%Y-%m-%dT%H:%M:%SZ").out;
     e.replace(e.find("EXPIRES"), 7, expires.substr(0, expires.size() - 1));
     return e;
   };
@@ -266,8 +317,8 @@ TEST_CASE("a SegmentationException: identity is checked, and an active one exemp
   auto tooLong = kubectl({"create", "-f", "-"}, fill("admin", 200));
   CHECK(denial(tooLong).find("more than the maxDuration 168h of SegmentationPolicy \"baseline\" "
                              "ahead") != std::string::npos);
-  auto agent = pod("agent-1", "shop", R"("hostNetwork": true,)",
-                   R"({"app.kubernetes.io/name": "agent"})");
+  auto agent =
+      pod("agent-1", "shop", R"("hostNetwork": true,)", R"({"app.kubernetes.io/name": "agent"})");
   CHECK(kubectl({"create", "--dry-run=server", "-f", "-"}, agent).exitCode != 0);
   auto valid = kubectl({"create", "-f", "-"}, fill("admin", 2));
   REQUIRE_MESSAGE(valid.exitCode == 0, valid.err);
@@ -293,15 +344,20 @@ TEST_CASE("every workload kind's pod template is checked") {
   std::string selector = R"("selector": {"matchLabels": )" + labels + "}";
   std::vector<std::pair<std::string, std::string>> workloads = {
       {"deployment", R"({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"},
-        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+        "spec": {)" + selector +
+                         R"(, "template": )" + templ("Always") + "}}"},
       {"statefulset", R"({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "w"},
-        "spec": {"serviceName": "w", )" + selector + R"(, "template": )" + templ("Always") + "}}"},
+        "spec": {"serviceName": "w", )" +
+                          selector + R"(, "template": )" + templ("Always") + "}}"},
       {"daemonset", R"({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "w"},
-        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+        "spec": {)" + selector +
+                        R"(, "template": )" + templ("Always") + "}}"},
       {"replicaset", R"({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "w"},
-        "spec": {)" + selector + R"(, "template": )" + templ("Always") + "}}"},
+        "spec": {)" + selector +
+                         R"(, "template": )" + templ("Always") + "}}"},
       {"job", R"({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "w"},
-        "spec": {"template": )" + templ("Never") + "}}"},
+        "spec": {"template": )" +
+                  templ("Never") + "}}"},
       {"cronjob", R"({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "w"},
         "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": )" +
                       templ("Never") + "}}}}"},
@@ -310,9 +366,10 @@ TEST_CASE("every workload kind's pod template is checked") {
     auto denied = kubectl({"create", "-n", "shop", "--dry-run=server", "-f", "-"}, manifest);
     std::string path = kind == "cronjob" ? "spec.jobTemplate.spec.template.spec.hostNetwork"
                                          : "spec.template.spec.hostNetwork";
-    CHECK_MESSAGE(denial(denied).find(kind + " \"w\" in namespace \"shop\" violates "
-                                      "forbidHostNetwork (" + path + "=true)") !=
-                      std::string::npos,
+    CHECK_MESSAGE(denial(denied).find(kind +
+                                      " \"w\" in namespace \"shop\" violates "
+                                      "forbidHostNetwork (" +
+                                      path + "=true)") != std::string::npos,
                   kind << ": " << denied.err);
   }
 }
@@ -321,7 +378,9 @@ TEST_CASE("the controller's own ServiceAccount may delete a generated object") {
   webhook();
   auto asController = ControlPlane::get().shell(
       "KUBECONFIG=/dev/null kubectl --server \"$TESTENV_APISERVER_URL\" --certificate-authority "
-      "\"$TESTENV_CA\" --token \"$(cat " + serviceAccountDir() + "/token)\" "
+      "\"$TESTENV_CA\" --token \"$(cat " +
+      serviceAccountDir() +
+      "/token)\" "
       "delete networkpolicy bulkhead-allow-dns -n shop");
   CHECK_MESSAGE(asController.exitCode == 0, asController.err);
   // ...and it comes straight back.
@@ -338,8 +397,8 @@ TEST_CASE("a label change that takes a namespace out of every policy needs an ap
         "SegmentationPolicy (it is governed by \"guarded\", rule namespaceSelection); only a "
         "member of its approver groups "
         "may do that\n");
-  CHECK(kubectl({"label", "namespace", "vault", "zero-trust-", "--as=bob",
-                 "--as-group=security", "--as-group=system:masters"})
+  CHECK(kubectl({"label", "namespace", "vault", "zero-trust-", "--as=bob", "--as-group=security",
+                 "--as-group=system:masters"})
             .exitCode == 0);
   CHECK(kubectl({"label", "namespace", "vault", "zero-trust=guarded"}).exitCode == 0);
   // Relabelling within the selection is fine.
@@ -354,14 +413,16 @@ TEST_CASE("approving an exception: only someone else, in the approver group, in 
     "kind": "SegmentationException", "metadata": {"name": "legacy", "namespace": "vault"},
     "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "legacy"}},
              "rules": ["forbidHostNetwork"], "reason": "vendor agent until v5, TICKET-123",
-             "expiresAt": ")" + expires + R"(", "requestedBy": "alice"}})";
+             "expiresAt": ")" + expires +
+                                R"(", "requestedBy": "alice"}})";
   std::vector<std::string> asAlice = {"--as=alice", "--as-group=system:masters"};
   auto created = kubectl({"create", "-f", "-", asAlice[0], asAlice[1]}, exception);
   REQUIRE_MESSAGE(created.exitCode == 0, created.err);
   auto approve = [&](const std::vector<std::string>& as, const std::string& approver) {
-    std::vector<std::string> args = {"patch", "segmentationexception", "legacy", "-n", "vault",
-                                     "--type=merge", "-p",
-                                     R"({"spec":{"approvedBy":")" + approver + R"("}})"};
+    std::vector<std::string> args = {"patch",  "segmentationexception",
+                                     "legacy", "-n",
+                                     "vault",  "--type=merge",
+                                     "-p",     R"({"spec":{"approvedBy":")" + approver + R"("}})"};
     args.insert(args.end(), as.begin(), as.end());
     return kubectl(args);
   };
@@ -376,16 +437,16 @@ TEST_CASE("approving an exception: only someone else, in the approver group, in 
   auto onBehalf =
       denial(approve({"--as=bob", "--as-group=security", "--as-group=system:masters"}, "dave"));
   CHECK(onBehalf.find("bulkhead: SegmentationException \"legacy\"") == 0);
-  CHECK(onBehalf.find("cannot be approved on behalf of \"dave\" by \"bob\"") !=
-        std::string::npos);
+  CHECK(onBehalf.find("cannot be approved on behalf of \"dave\" by \"bob\"") != std::string::npos);
   auto approved = approve({"--as=bob", "--as-group=security", "--as-group=system:masters"}, "bob");
   CHECK_MESSAGE(approved.exitCode == 0, approved.err);
 }
 
 TEST_CASE("Audit mode admits, counts the violation and records an Event") {
   auto& process = webhook();
-  double before = process.metric("bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
-                                 "decision=\"audit\"");
+  double before = process.metric(
+      "bulkhead_admission_requests_total{rule=\"forbidHostNetwork\","
+      "decision=\"audit\"");
   auto audited = kubectl({"create", "--dry-run=server", "-f", "-"},
                          pod("audited", "watched", R"("hostNetwork": true,)"));
   CHECK_MESSAGE(audited.exitCode == 0, audited.err);
@@ -398,8 +459,9 @@ TEST_CASE("Audit mode admits, counts the violation and records an Event") {
   CHECK(eventually(seconds(10), [] {
     auto events = kubectl({"get", "events", "-n", "watched", "--field-selector",
                            "reason=PolicyViolation", "-o", "jsonpath={.items[*].message}"});
-    return events.out.find("pod \"audited\" in namespace \"watched\" violates "
-                           "forbidHostNetwork") != std::string::npos &&
+    return events.out.find(
+               "pod \"audited\" in namespace \"watched\" violates "
+               "forbidHostNetwork") != std::string::npos &&
            events.out.find("audited") == events.out.rfind("audited");  // exactly one
   }));
   // One Event, not an aggregated one: the dry run above counted as nothing.

@@ -5,7 +5,8 @@
 # the namespaces a, b and c probe each other, pod IP to pod IP (no Service, so kube-proxy plays no
 # part), on TCP 80 and UDP 81, the way sig-network's NetworkPolicy e2e tests do: before and after
 # a SegmentationPolicy selects a and b. Then DNS, API server egress, a tenant's own policy, drift
-# repair timed on the wire, and what pods are told while a namespace is being segmented.
+# repair timed on the wire, what pods are told while a namespace is being segmented, and an
+# AccessGrant opening one flow after approval and closing it at its expiry.
 # Every step and command is printed; any difference from the expected makes it exit non-zero.
 #
 #   source NODE_DIR/env && tests/node/connectivity.sh     (E2E_KEEP=1 leaves its objects in place)
@@ -68,6 +69,17 @@ TENANT_UDP='
 a/x   .    X    X    X    X    X
 a/y   X    .    X    X    X    X
 b/x   X    X    .    X    X    X
+b/y   X    X    X    .    X    X
+c/x   X    X    X    X    .    .
+c/y   X    X    X    X    .    .'
+
+# An AccessGrant in a from b's x pods to a's y pods on TCP 80, once approved: exactly b/x -> a/y
+# opens on TCP 80 (an egress NetworkPolicy in b, an ingress one in a); UDP 81 stays as it was.
+GRANT_TCP='
+-     a/x  a/y  b/x  b/y  c/x  c/y
+a/x   .    .    X    X    X    X
+a/y   X    .    X    X    X    X
+b/x   X    .    .    X    X    X
 b/y   X    X    X    .    X    X
 c/x   X    X    X    X    .    .
 c/y   X    X    X    X    .    .'
@@ -400,6 +412,46 @@ DESC="the pod was admitted only once d's default deny existed" check [ -n "$segm
 pod_ct=$(k get pod web -n d -o jsonpath='{.metadata.creationTimestamp}' || true)
 np_ct=$(k get networkpolicy bulkhead-default-deny -n d -o jsonpath='{.metadata.creationTimestamp}' || true)
 DESC="pod created $pod_ct, not before the default deny ($np_ct)" check [ ! "$pod_ct" \< "$np_ct" ]
+
+step "10. An AccessGrant opens b/x -> a/y TCP 80 once approved, and closes it at expiresAt"
+run k patch segpol "$POLICY" --type merge -p '{"spec":{"exceptions":{"approverGroups":["security"]}}}'
+[ "$rc" -eq 0 ] || die "cannot patch the policy"
+grant_is() { [ "$(k get accessgrant b-to-a -n a -o jsonpath='{.status.phase}' 2>/dev/null)" = "$1" ]; }
+expires=$(date -u -d '+90 seconds' +%Y-%m-%dT%H:%M:%SZ)
+cat >"$WORK/grant.yaml" <<YAML
+apiVersion: bulkhead.dev/v1alpha1
+kind: AccessGrant
+metadata: {name: b-to-a, namespace: a}
+spec:
+  from: {namespace: b, podSelector: {matchLabels: {app: "x"}}}
+  to: {podSelector: {matchLabels: {app: "y"}}, ports: [{port: 80, protocol: TCP}]}
+  expiresAt: "$expires"
+  reason: "e2e: b/x needs a/y for a while"
+  requestedBy: alice
+YAML
+cat "$WORK/grant.yaml"
+run k create -f "$WORK/grant.yaml" --as=alice --as-group=system:masters
+[ "$rc" -eq 0 ] || die "cannot create the grant"
+DESC="the grant is Pending (the policy has approver groups)" check until_true 30 grant_is Pending
+DESC="Pending: TCP/80 unchanged" check probe_matrix 80 tcp "$TENANT_TCP"
+run k patch accessgrant b-to-a -n a --type merge -p '{"spec":{"approvedBy":"alice"}}' --as=alice --as-group=security --as-group=system:masters
+DESC="the requester cannot approve it" check [ "$rc" -ne 0 ]
+t=$(now_ms)
+run k patch accessgrant b-to-a -n a --type merge -p '{"spec":{"approvedBy":"bob"}}' --as=bob --as-group=security --as-group=system:masters
+[ "$rc" -eq 0 ] || die "bob cannot approve the grant"
+DESC="b/x -> a/y TCP 80 opens" check until_true 30 probe b/x "${IP[a/y]}:80" tcp
+TIMINGS+=("grant approved -> b/x to a/y open: +$(since "$t") ms (poll)")
+run k get accessgrant b-to-a -n a -o wide
+run k get networkpolicies -A -l bulkhead.dev/grant=b-to-a
+DESC="Active: TCP/80 open only b/x -> a/y" check probe_matrix 80 tcp "$GRANT_TCP"
+DESC="Active: UDP/81 unchanged (not granted)" check probe_matrix 81 udp "$TENANT_UDP"
+expires_ms=$(($(date -d "$expires" +%s) * 1000))
+log "expiresAt $expires: waiting for it"
+while [ "$(now_ms)" -lt $((expires_ms - 1500)) ]; do sleep 0.5; done
+wait_until_denied b/x "${IP[a/y]}:80" tcp "$expires_ms" 30 "expiresAt -> b/x to a/y denied"
+DESC="the grant says Expired" check until_true 30 grant_is Expired
+DESC="its NetworkPolicies are gone" check [ -z "$(k get networkpolicies -A -l bulkhead.dev/grant=b-to-a -o name)" ]
+DESC="Expired: TCP/80 as before the grant" check probe_matrix 80 tcp "$TENANT_TCP"
 
 step "Timings"
 printf '  %s\n' "${TIMINGS[@]}"

@@ -1,0 +1,315 @@
+#include "controller/controllers.h"
+
+#include "common/log.h"
+#include "policy/grants.h"
+
+namespace bulkhead::controller {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+namespace {
+
+// The namespace informer's transform: the default one (no managedFields, no last-applied
+// annotation), except that the Apply entry of `manager` stays, without its timestamp. Other
+// managers' entries would only cost memory.
+void keepOwnManagedFields(json& ns, const std::string& manager) {
+  json own = json::array();
+  if (auto md = ns.find("metadata"); md != ns.end() && md->is_object()) {
+    if (auto mf = md->find("managedFields"); mf != md->end() && mf->is_array()) {
+      for (auto& e : *mf) {
+        if (e.is_object() && e.value("manager", json()) == manager &&
+            e.value("operation", json()) == "Apply") {
+          e.erase("time");
+          own.push_back(std::move(e));
+        }
+      }
+    }
+  }
+  kube::dropUnreadFields(ns);
+  if (!own.empty()) {
+    ns["metadata"]["managedFields"] = std::move(own);
+  }
+}
+
+// "namespace/name" of the AccessGrant that generated an object.
+std::vector<std::string> grantOf(const json& object) {
+  const policy::Labels labels = policy::labelsOf(object);
+  auto ns = labels.find(policy::kGrantNamespaceLabel);
+  auto name = labels.find(policy::kGrantLabel);
+  if (ns == labels.end() || name == labels.end()) {
+    return {};
+  }
+  return {ns->second + "/" + name->second};
+}
+
+Caches cachesFrom(kube::SharedCache& cache) {
+  Caches c;
+  c.namespaces = cache.informer(kube::resources::kNamespaces);
+  c.policies = cache.informer(resources::kSegmentationPolicies);
+  c.networkPolicies = cache.informer(kube::resources::kNetworkPolicies, policy::kManagedBySelector);
+  c.networkPolicies->store().addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
+  c.networkPolicies->store().addIndex(kGrantIndex, grantOf);
+  c.tenantNetworkPolicies =
+      cache.informer(kube::resources::kNetworkPolicies, policy::kNotManagedBySelector);
+  c.endpointSlices = cache.informer(kube::informerOptions(
+      kube::resources::kEndpointSlices, "default", "kubernetes.io/service-name=kubernetes"));
+  c.exceptions = cache.informer(resources::kSegmentationExceptions);
+  c.grants = cache.informer(resources::kAccessGrants);
+  c.grants->store().addIndex(kSourceIndex, [](const json& o) -> std::vector<std::string> {
+    std::string source = policy::grantSourceNamespace(o);
+    return source.empty() ? std::vector<std::string>{} : std::vector<std::string>{source};
+  });
+  return c;
+}
+
+}  // namespace
+
+void configureCache(kube::SharedCache& cache, const ControllerOptions& options) {
+  cache.setTransform(
+      kube::resources::kNamespaces,
+      [manager = options.podSecurityFieldManager](json& ns) { keepOwnManagedFields(ns, manager); });
+}
+
+Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCache& cache,
+                         kube::ApiDiscovery& discovery, std::shared_ptr<kube::EventRecorder> events,
+                         ControllerOptions options)
+    : cache_(cache),
+      discovery_(discovery),
+      ctx_(std::move(client), clock, std::move(events), options, cachesFrom(cache)),
+      namespaceReconciler_(ctx_),
+      policyReconciler_(ctx_),
+      exceptionReconciler_(ctx_),
+      grantReconciler_(ctx_),
+      namespaces_(
+          "namespace", clock, options.namespaceWorkers,
+          [this](const std::string& ns) { return namespaceReconciler_.reconcile(ns); },
+          [this](const std::string& ns, const Status& s) {
+            namespaceReconciler_.recordError(ns, s);
+          }),
+      policies_("segmentationpolicy", clock, 1,
+                [this](const std::string& name) { return policyReconciler_.reconcile(name); }),
+      exceptions_("segmentationexception", clock, 1,
+                  [this](const std::string& key) { return exceptionReconciler_.reconcile(key); }),
+      grants_("accessgrant", clock, options.namespaceWorkers,
+              [this](const std::string& key) { return grantReconciler_.reconcile(key); }) {}
+
+Controllers::~Controllers() { stop(); }
+
+void Controllers::on(const std::shared_ptr<kube::Informer>& informer,
+                     kube::EventHandlers handlers) {
+  std::lock_guard lock(mu_);
+  if (!stopping_) {
+    registrations_.emplace_back(informer, informer->addEventHandlers(std::move(handlers)));
+  }
+}
+
+bool Controllers::sleepFor(milliseconds d, bool wakeOnMeshChange) {
+  std::unique_lock lock(mu_);
+  auto deadline = ctx_.clock->monotonicNow() + d;
+  while (!stopping_ && !(wakeOnMeshChange && meshCheck_) && ctx_.clock->monotonicNow() < deadline) {
+    ctx_.clock->waitUntil(lock, cv_, deadline);
+  }
+  return !stopping_;
+}
+
+bool Controllers::meshSynced(const MeshCaches& mesh) const {
+  return mesh.peerAuthentications->hasSynced() && mesh.authorizationPolicies->hasSynced() &&
+         mesh.tenantPeerAuthentications->hasSynced() &&
+         mesh.tenantAuthorizationPolicies->hasSynced();
+}
+
+void Controllers::updateMesh() {
+  const bool served = discovery_.served(resources::kPeerAuthentications).value_or(false);
+  const MeshCaches current = ctx_.mesh();
+  if (served && !current) {
+    MeshCaches m;
+    const std::string managed = policy::kManagedBySelector;
+    const std::string tenant = policy::kNotManagedBySelector;
+    m.peerAuthentications = cache_.informer(resources::kPeerAuthentications, managed);
+    m.authorizationPolicies = cache_.informer(resources::kAuthorizationPolicies, managed);
+    m.tenantPeerAuthentications = cache_.informer(resources::kPeerAuthentications, tenant);
+    m.tenantAuthorizationPolicies = cache_.informer(resources::kAuthorizationPolicies, tenant);
+    for (const auto* inf : {m.peerAuthentications.get(), m.authorizationPolicies.get()}) {
+      auto& store = const_cast<kube::Informer*>(inf)->store();
+      store.addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
+      store.addIndex(kGrantIndex, grantOf);
+    }
+    // Only once the caches are synced, so that reconciles see the existing objects.
+    while (!meshSynced(m)) {
+      if (!sleepFor(milliseconds(50), false)) {
+        return;
+      }
+    }
+    watchMesh(m);
+    log::info("Istio security API is served; managing PeerAuthentications");
+    ctx_.setMesh(std::move(m));
+  } else if (!served && current) {
+    log::warn("Istio security API is no longer served");
+    std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> registrations;
+    {
+      std::lock_guard lock(mu_);
+      registrations.swap(meshRegistrations_);
+    }
+    for (auto& [inf, id] : registrations) {
+      inf->removeEventHandlers(id);
+    }
+    ctx_.setMesh({});
+    cache_.drop(resources::kPeerAuthentications);
+    cache_.drop(resources::kAuthorizationPolicies);
+  } else {
+    return;
+  }
+  enqueueAllNamespaces();
+  enqueueAllPolicies(milliseconds(0));
+  enqueueAllGrants();
+}
+
+void Controllers::start() {
+  discovery_.track(resources::kPeerAuthentications);
+  discovery_.track(resources::kAccessGrants);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    // Not under mu_ when called: discovery holds its own lock meanwhile.
+    discoverySubscription_ = discovery_.subscribe([this] {
+      std::lock_guard inner(mu_);
+      meshCheck_ = true;
+      cv_.notify_all();
+    });
+  }
+  watch();
+  // Reconciling against a partial cache would delete objects that are merely not listed yet:
+  // no worker starts before every informer has synced, nor before discovery has said whether
+  // Istio is served (a new leader must not delete every PeerAuthentication as unwanted).
+  const Caches& c = ctx_.caches;
+  auto lastLog = ctx_.clock->monotonicNow();
+  bool grantsMissingLogged = false;
+  while (true) {
+    const auto grantsServed = discovery_.served(resources::kAccessGrants);
+    const bool known =
+        discovery_.served(resources::kPeerAuthentications).has_value() && grantsServed.has_value();
+    // Helm installs CRDs but never upgrades them: an upgraded release may lack AccessGrant's.
+    // Everything else still runs; grants are reconciled once the CRD is applied.
+    if (known && !*grantsServed && !grantsMissingLogged) {
+      grantsMissingLogged = true;
+      log::warn(
+          "the AccessGrant CRD is not installed; grants are not reconciled until it is "
+          "(helm does not upgrade CRDs: apply the chart's crds/ directory)");
+    }
+    if (known) {
+      {
+        std::lock_guard lock(mu_);
+        meshCheck_ = false;
+      }
+      updateMesh();
+    }
+    const bool synced = known && c.namespaces->hasSynced() && c.policies->hasSynced() &&
+                        c.networkPolicies->hasSynced() && c.tenantNetworkPolicies->hasSynced() &&
+                        c.endpointSlices->hasSynced() && c.exceptions->hasSynced() &&
+                        (c.grants->hasSynced() || !*grantsServed);
+    if (synced) {
+      break;
+    }
+    if (ctx_.clock->monotonicNow() - lastLog > std::chrono::seconds(10)) {
+      lastLog = ctx_.clock->monotonicNow();
+      log::warn("waiting for caches to sync",
+                {{"namespaces", c.namespaces->hasSynced()},
+                 {"segmentationpolicies", c.policies->hasSynced()},
+                 {"networkpolicies", c.networkPolicies->hasSynced()},
+                 {"tenant networkpolicies", c.tenantNetworkPolicies->hasSynced()},
+                 {"endpointslices", c.endpointSlices->hasSynced()},
+                 {"segmentationexceptions", c.exceptions->hasSynced()},
+                 {"accessgrants", c.grants->hasSynced()},
+                 {"istio discovered", known}});
+    }
+    if (!sleepFor(milliseconds(20))) {
+      return;
+    }
+  }
+  ctx_.rebuildPolicies();
+  recomputeApiEndpoints();
+  enqueueAllNamespaces();
+  enqueueAllPolicies(milliseconds(0));
+  enqueueAllExceptions();
+  enqueueAllGrants();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    namespaces_.start();
+    policies_.start();
+    exceptions_.start();
+    grants_.start();
+    loop_ = std::thread([this] { loop(); });
+  }
+  log::info("segmentation controller started",
+            {{"namespaces", static_cast<int64_t>(c.namespaces->store().size())},
+             {"policies", static_cast<int64_t>(c.policies->store().size())},
+             {"workers", ctx_.options.namespaceWorkers}});
+}
+
+// The periodic resync, and Istio's API coming or going.
+void Controllers::loop() {
+  auto nextResync = ctx_.clock->monotonicNow() + ctx_.options.resyncPeriod;
+  while (true) {
+    auto wait = std::chrono::duration_cast<milliseconds>(nextResync - ctx_.clock->monotonicNow());
+    if (!sleepFor(std::max(wait, milliseconds(0)))) {
+      return;
+    }
+    bool meshCheck;
+    {
+      std::lock_guard lock(mu_);
+      meshCheck = meshCheck_;
+      meshCheck_ = false;
+    }
+    if (meshCheck) {
+      updateMesh();
+    }
+    if (ctx_.clock->monotonicNow() >= nextResync) {
+      log::debug("periodic resync");
+      enqueueAllNamespaces();
+      enqueueAllPolicies(milliseconds(0));
+      nextResync = ctx_.clock->monotonicNow() + ctx_.options.resyncPeriod;
+    }
+  }
+}
+
+void Controllers::stop() {
+  std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> registrations;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    stopping_ = true;
+    registrations.swap(registrations_);
+    registrations.insert(registrations.end(), meshRegistrations_.begin(), meshRegistrations_.end());
+    meshRegistrations_.clear();
+  }
+  cv_.notify_all();
+  int subscription;
+  {
+    std::lock_guard lock(mu_);
+    subscription = discoverySubscription_;
+  }
+  if (subscription != 0) {
+    discovery_.unsubscribe(subscription);
+  }
+  for (auto& [inf, id] : registrations) {
+    inf->removeEventHandlers(id);
+  }
+  // In-flight reconciles finish; queued keys are abandoned (the next leader relists anyway).
+  namespaces_.stop();
+  policies_.stop();
+  exceptions_.stop();
+  grants_.stop();
+  if (loop_.joinable()) {
+    loop_.join();
+  }
+}
+
+}  // namespace bulkhead::controller

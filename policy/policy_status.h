@@ -1,0 +1,45 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "policy/segmentation_policy.h"
+
+// A SegmentationPolicy's status and conditions, from what is known of the namespaces it selects.
+// Pure: the time is a parameter.
+namespace bulkhead::policy {
+
+// A condition in metav1.Condition shape. lastTransitionTime stays what it was in `previous` (the
+// old conditions) while the condition's status is unchanged, else it is `now`.
+nlohmann::json condition(const nlohmann::json& previous, const std::string& type, bool status,
+                         const std::string& reason, const std::string& message, int64_t generation,
+                         std::chrono::system_clock::time_point now);
+
+// One namespace the policy selects.
+struct SelectedNamespace {
+  std::string name;
+  std::string governedBy;  // the governing policy; another one's name means a conflict
+  bool segmented = false;  // its last reconcile converged on the current spec and facts
+  std::string error;       // its last reconcile error, if any
+  // Tenant policies reaching outside it, one line each (read only when governed by this one).
+  std::vector<std::string> tenantViolations;
+};
+
+struct PolicyStatusInput {
+  const SegmentationPolicy* policy = nullptr;
+  // Why the spec does not decode; empty when it does.
+  std::string invalidSpec;
+  bool meshAvailable = false;
+  std::vector<SelectedNamespace> selected;  // in name order
+  nlohmann::json oldStatus = nlohmann::json::object();
+  std::chrono::system_clock::time_point now;
+};
+
+// The whole status object: observedGeneration, the counts, conflicting namespaces, and the Ready,
+// Conflict, TenantPolicies and MeshAvailable conditions.
+nlohmann::json policyStatus(const PolicyStatusInput& in);
+
+}  // namespace bulkhead::policy
