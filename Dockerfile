@@ -22,6 +22,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin bulkhead
 COPY --from=build /build/bin/bulkhead /usr/local/bin/bulkhead
+# The same binary as a kubectl plugin: `kubectl bulkhead check ...`.
+RUN ln -s bulkhead /usr/local/bin/kubectl-bulkhead
 USER 65532:65532
 EXPOSE 9443 8080
 ENTRYPOINT ["/usr/local/bin/bulkhead"]

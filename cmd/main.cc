@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "cmd/check.h"
+#include "cmd/explain.h"
 #include "common/clock.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -447,4 +449,24 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace bulkhead
 
-int main(int argc, char** argv) { return bulkhead::run(argc, argv); }
+// `bulkhead check ...` and `bulkhead explain ...` (also `kubectl bulkhead ...`, the binary
+// installed as kubectl-bulkhead) are commands of their own; anything else serves.
+int main(int argc, char** argv) {
+  const std::string self = std::filesystem::path(argv[0]).filename().string();
+  const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "check" || command == "explain") {
+    try {
+      return command == "check" ? bulkhead::runCheck(argc - 1, argv + 1)
+                                : bulkhead::runExplain(argc - 1, argv + 1);
+    } catch (const nlohmann::json::exception& e) {
+      // An object of an unexpected shape, e.g. `name: y`, which YAML 1.1 reads as a boolean.
+      std::cerr << "bulkhead " << command << ": unusable input: " << e.what() << "\n";
+      return 2;
+    }
+  }
+  if (self == "kubectl-bulkhead") {
+    std::cerr << "usage: kubectl bulkhead check|explain ... (--help for each)\n";
+    return argc > 1 && std::string(argv[1]) == "--help" ? 0 : 2;
+  }
+  return bulkhead::run(argc, argv);
+}

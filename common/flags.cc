@@ -47,8 +47,7 @@ StatusOr<std::chrono::milliseconds> parseDuration(std::string_view text) {
     } else if (rest.starts_with("s")) {
       unitMs = 1000, rest.remove_prefix(1);
     } else {
-      return invalidError("invalid duration \"" + std::string(text) +
-                          "\" (units are h, m, s, ms)");
+      return invalidError("invalid duration \"" + std::string(text) + "\" (units are h, m, s, ms)");
     }
     totalMs += number * unitMs;
   }
@@ -103,31 +102,38 @@ void FlagSet::addDouble(std::string name, double* target, std::string help) {
                     [name, target](std::string_view v) { return parseNumber(name, v, target); }});
 }
 
-void FlagSet::addBool(std::string name, bool* target, std::string help) {
-  flags_.push_back({name, std::move(help), *target ? "true" : "false", true,
-                    [name, target](std::string_view v) {
-                      if (v == "true" || v == "1") {
-                        *target = true;
-                      } else if (v == "false" || v == "0") {
-                        *target = false;
-                      } else {
-                        return invalidError("invalid value \"" + std::string(v) + "\" for flag --" +
-                                            name + " (want true or false)");
-                      }
+void FlagSet::addStrings(std::string name, std::vector<std::string>* target, std::string help) {
+  flags_.push_back({name, std::move(help), "", false, [target](std::string_view v) {
+                      target->emplace_back(v);
                       return okStatus();
                     }});
 }
 
+void FlagSet::addBool(std::string name, bool* target, std::string help) {
+  flags_.push_back(
+      {name, std::move(help), *target ? "true" : "false", true, [name, target](std::string_view v) {
+         if (v == "true" || v == "1") {
+           *target = true;
+         } else if (v == "false" || v == "0") {
+           *target = false;
+         } else {
+           return invalidError("invalid value \"" + std::string(v) + "\" for flag --" + name +
+                               " (want true or false)");
+         }
+         return okStatus();
+       }});
+}
+
 void FlagSet::addDuration(std::string name, std::chrono::milliseconds* target, std::string help) {
-  flags_.push_back({name, std::move(help), formatDuration(*target), false,
-                    [name, target](std::string_view v) {
-                      auto d = parseDuration(v);
-                      if (!d.ok()) {
-                        return d.status().withContext("flag --" + name);
-                      }
-                      *target = *d;
-                      return okStatus();
-                    }});
+  flags_.push_back(
+      {name, std::move(help), formatDuration(*target), false, [name, target](std::string_view v) {
+         auto d = parseDuration(v);
+         if (!d.ok()) {
+           return d.status().withContext("flag --" + name);
+         }
+         *target = *d;
+         return okStatus();
+       }});
 }
 
 const FlagSet::Flag* FlagSet::find(std::string_view name) const {

@@ -19,6 +19,8 @@ class FlagSet {
       : program_(std::move(program)), summary_(std::move(summary)) {}
 
   void addString(std::string name, std::string* target, std::string help);
+  // Repeatable: each occurrence appends its value.
+  void addStrings(std::string name, std::vector<std::string>* target, std::string help);
   void addInt(std::string name, std::int64_t* target, std::string help);
   void addDouble(std::string name, double* target, std::string help);
   void addBool(std::string name, bool* target, std::string help);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -412,6 +413,85 @@ spec:
   CHECK(ownedByBulkhead(namespaceObject("psa-changing")).empty());
   CHECK_FALSE(segmented("psa-changing"));
   CHECK(b.metric("bulkhead_reconcile_total{controller=\"namespace\",result=\"error\"") == 0);
+}
+
+// `bulkhead check` and the webhook on the same external inputs: every Pod Security fixture of
+// Kubernetes' own tests (both levels, pass and fail), given the required label so that Bulkhead's
+// other rules decide, judged by `bulkhead check` from files and by the webhook through a server
+// dry run in a namespace the same policy governs. Verdicts and messages must be equal.
+TEST_CASE("bulkhead check agrees with the webhook on every Pod Security fixture") {
+  bulkhead();
+  const std::string policyYaml = R"(apiVersion: bulkhead.dev/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: checked}
+spec:
+  namespaceSelector: {matchLabels: {psa: checked}}
+  podSecurity: {enforce: Unmanaged}  # Bulkhead's own verdicts only
+)";
+  auto applied = kubectl({"apply", "-f", "-"}, policyYaml);
+  REQUIRE_MESSAGE(applied.exitCode == 0, applied.err);
+  createNamespace("psa-checked", {{"psa", "checked"}});
+  json probe = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata", {{"name", "probe"}, {"labels", {{"app.kubernetes.io/name", "p"}}}}},
+      {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "c"}, {"image", "x"}}}}}}};
+  REQUIRE(eventually(seconds(30), [&] {
+    return dryRunPod(probe, "psa-checked").message().find("forbidHostNetwork") != std::string::npos;
+  }));
+
+  const std::string dir = ControlPlane::get().dir() + "/check-fixtures";
+  ControlPlane::get().shell("rm -rf '" + dir + "' && mkdir -p '" + dir + "'");
+  std::map<std::string, json> pods;  // file name -> pod
+  for (const char* level : {"baseline", "restricted"}) {
+    for (const char* outcome : {"pass", "fail"}) {
+      for (auto& f : fixtures(level, outcome)) {
+        f.pod["metadata"]["labels"]["app.kubernetes.io/name"] = "fixture";
+        f.pod["metadata"]["namespace"] = "psa-checked";
+        const std::string file = std::string(level) + "-" + outcome + "-" +
+                                 f.pod["metadata"]["name"].get<std::string>() + ".json";
+        std::ofstream(dir + "/" + file) << f.pod.dump();
+        pods[file] = f.pod;
+      }
+    }
+  }
+  std::ofstream(dir + "/../checked-policy.yaml") << policyYaml;
+  auto checked = ControlPlane::get().shell(
+      std::string(BULKHEAD_BINARY) + " check -f '" + dir + "' --policy '" + dir +
+      "/../checked-policy.yaml' --namespace-labels psa=checked -o json");
+  REQUIRE_MESSAGE(checked.exitCode <= 1, checked.err);
+  std::map<std::string, json> verdicts;
+  const json report = json::parse(checked.out);
+  for (const auto& r : report["results"]) {
+    std::string file = r["file"];
+    verdicts[file.substr(file.rfind('/') + 1)] = r;
+  }
+  REQUIRE_MESSAGE(verdicts.size() == pods.size(), checked.out.substr(0, 2000) << checked.err);
+
+  const std::string kDenied = "denied the request: ";
+  int compared = 0, refused = 0, byValidation = 0;
+  for (const auto& [file, pod] : pods) {
+    Status s = dryRunPod(pod, "psa-checked");
+    const json& v = verdicts[file];
+    if (s.ok()) {
+      CHECK_MESSAGE(v["verdict"] == "admitted",
+                    file << ": the webhook admits, check says " << v.dump());
+    } else if (auto at = s.message().find(kDenied); at != std::string::npos) {
+      ++refused;
+      CHECK_MESSAGE(v["verdict"] == "refused",
+                    file << ": the webhook refuses, check says " << v.dump());
+      CHECK(v["message"] == s.message().substr(at + kDenied.size()));
+    } else {
+      ++byValidation;  // refused by the API server's validation before any webhook
+      continue;
+    }
+    ++compared;
+  }
+  MESSAGE("bulkhead check and the webhook compared on " << compared << " fixtures (" << refused
+                                                        << " refused), " << byValidation
+                                                        << " refused by validation first");
+  CHECK(compared > 50);
+  CHECK(refused > 10);
 }
 
 }  // namespace

@@ -172,6 +172,7 @@ probe_matrix() {
   answers=$(for cell in "${!REASON[@]}"; do
     if [ "${OBSERVED[$cell]}" = X ]; then echo "${REASON[$cell]%%:*}"; fi; done | sort | uniq -c | xargs echo)
   echo "  blocked probes answered: ${answers:-none blocked}"
+  explain_matrix "$port" "$proto" || bad=$((bad + 1))
   for from in "${PODS[@]}"; do
     for to in "${PODS[@]}"; do
       if [ "${OBSERVED["$from $to"]}" != "${EXPECTED["$from $to"]}" ]; then
@@ -182,6 +183,35 @@ probe_matrix() {
       fi
     done
   done
+  [ "$bad" -eq 0 ]
+}
+
+# explain_matrix PORT PROTO: `bulkhead explain --matrix` over the same pods, from the cluster's
+# objects, must equal the OBSERVED matrix (the node is the oracle). Skipped, saying so, when
+# BULKHEAD_EXPLAIN (a bulkhead binary on this host) is not set.
+explain_matrix() {
+  local text row=() i bad=0
+  if [ -z "${BULKHEAD_EXPLAIN:-}" ]; then
+    log "bulkhead explain: not compared (BULKHEAD_EXPLAIN is not set)"
+    return 0
+  fi
+  text=$("$BULKHEAD_EXPLAIN" explain --matrix --pods "$(IFS=,; echo "${PODS[*]}")" --port "$1/${2^^}") || {
+    fail "bulkhead explain --matrix failed: $text"; return 1; }
+  while read -r -a row; do
+    if [ ${#row[@]} -ne $((${#PODS[@]} + 1)) ] || [ "${row[0]}" = - ]; then continue; fi
+    for i in "${!PODS[@]}"; do
+      if [ "${row[$((i + 1))]}" != "${OBSERVED["${row[0]} ${PODS[$i]}"]}" ]; then
+        bad=$((bad + 1))
+        echo "  bulkhead explain says ${row[$((i + 1))]} for ${row[0]} -> ${PODS[$i]}, the wire ${OBSERVED["${row[0]} ${PODS[$i]}"]}"
+      fi
+    done
+  done <<<"$text"
+  if [ "$bad" -eq 0 ]; then
+    pass "bulkhead explain --matrix equals the observed ${2^^}/$1 matrix"
+  else
+    printf '%s\n' "$text"
+    fail "bulkhead explain --matrix differs from the observed ${2^^}/$1 matrix in $bad cells"
+  fi
   [ "$bad" -eq 0 ]
 }
 

@@ -68,6 +68,10 @@ kubectl get pods,lease -n bulkhead-system -o wide
 
 status=0
 tests/e2e/suite.sh "$root/charts/bulkhead" || status=1
+# The matrices are also asked of `bulkhead explain` (tests/node/lib.sh): this tree's build.
+if [ -z "${BULKHEAD_EXPLAIN:-}" ] && [ -x build/bin/bulkhead ]; then
+  export BULKHEAD_EXPLAIN=$PWD/build/bin/bulkhead
+fi
 tests/node/connectivity.sh || status=1
 tests/node/lifecycle.sh "$root/charts/bulkhead" || status=1
 
