@@ -60,10 +60,12 @@ Status readFiles(const std::vector<std::string>& paths, Inputs& in) {
     std::vector<std::string> files;
     if (path != "-" && fs::is_directory(path)) {
       for (const auto& e : fs::recursive_directory_iterator(path)) {
-        if (e.is_regular_file()) {
+        const auto ext = e.path().extension();
+        if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json")) {
           files.push_back(e.path().string());
         }
       }
+      std::sort(files.begin(), files.end());
     } else {
       files.push_back(path);
     }

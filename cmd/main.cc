@@ -458,8 +458,9 @@ int main(int argc, char** argv) {
     try {
       return command == "check" ? bulkhead::runCheck(argc - 1, argv + 1)
                                 : bulkhead::runExplain(argc - 1, argv + 1);
-    } catch (const nlohmann::json::exception& e) {
-      // An object of an unexpected shape, e.g. `name: y`, which YAML 1.1 reads as a boolean.
+    } catch (const std::exception& e) {
+      // An object of an unexpected shape (`name: y`, which YAML 1.1 reads as a boolean), a
+      // directory that cannot be read, ...
       std::cerr << "bulkhead " << command << ": unusable input: " << e.what() << "\n";
       return 2;
     }

@@ -51,6 +51,8 @@ inline constexpr const char* kSourceIndex = "source";
 inline constexpr std::chrono::milliseconds kStatusDelay{1000};
 // How long an applied object may be missing from the informer before it is applied again.
 inline constexpr std::chrono::milliseconds kPendingWindow{2000};
+// When a guarded write met a newer version than the cache's: look again once the watch caught up.
+inline constexpr std::chrono::milliseconds kConflictRetry{200};
 
 // The informers the reconcilers read, all from the process's shared cache.
 struct Caches {

@@ -135,9 +135,15 @@ void Controllers::updateMesh() {
       store.addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
       store.addIndex(kGrantIndex, grantOf);
     }
-    // Only once the caches are synced, so that reconciles see the existing objects.
+    // Only once the caches are synced, so that reconciles see the existing objects; unless the
+    // API goes again meanwhile (an aborted install).
     while (!meshSynced(m)) {
       if (!sleepFor(milliseconds(50), false)) {
+        return;
+      }
+      if (!discovery_.served(resources::kPeerAuthentications).value_or(false)) {
+        cache_.drop(resources::kPeerAuthentications);
+        cache_.drop(resources::kAuthorizationPolicies);
         return;
       }
     }
@@ -168,17 +174,22 @@ void Controllers::updateMesh() {
 void Controllers::start() {
   discovery_.track(resources::kPeerAuthentications);
   discovery_.track(resources::kAccessGrants);
+  // The callback runs under discovery's subscriber lock and takes mu_; so subscribing (which
+  // takes that lock) happens without mu_ held, and stop() unsubscribes without it too.
+  const int subscription = discovery_.subscribe([this] {
+    std::lock_guard lock(mu_);
+    meshCheck_ = true;
+    cv_.notify_all();
+  });
   {
     std::lock_guard lock(mu_);
-    if (stopping_) {
-      return;
+    if (!stopping_) {
+      discoverySubscription_ = subscription;
     }
-    // Not under mu_ when called: discovery holds its own lock meanwhile.
-    discoverySubscription_ = discovery_.subscribe([this] {
-      std::lock_guard inner(mu_);
-      meshCheck_ = true;
-      cv_.notify_all();
-    });
+  }
+  if (discoverySubscription_ == 0) {
+    discovery_.unsubscribe(subscription);  // stop() came first
+    return;
   }
   watch();
   // Reconciling against a partial cache would delete objects that are merely not listed yet:
@@ -309,6 +320,13 @@ void Controllers::stop() {
   grants_.stop();
   if (loop_.joinable()) {
     loop_.join();
+  }
+  // Istio's informers serve only the controllers: a later term starts them afresh rather than
+  // trusting caches nobody watched over (Istio may have gone and come back meanwhile).
+  if (ctx_.mesh()) {
+    ctx_.setMesh({});
+    cache_.drop(resources::kPeerAuthentications);
+    cache_.drop(resources::kAuthorizationPolicies);
   }
 }
 

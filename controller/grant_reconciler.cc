@@ -48,7 +48,7 @@ Status GrantReconciler::removeAll(const std::vector<json>& objects) {
   return okStatus();
 }
 
-Status GrantReconciler::setFinalizer(json& object, bool present) {
+StatusOr<bool> GrantReconciler::setFinalizer(json& object, bool present) {
   json finalizers = json::array();
   for (const auto& f : object["metadata"].value("finalizers", json::array())) {
     if (f != policy::kGrantFinalizer) {
@@ -66,13 +66,48 @@ Status GrantReconciler::setFinalizer(json& object, bool present) {
       ctx_.client->mergePatch(resources::kAccessGrants, object["metadata"].value("namespace", ""),
                               object["metadata"].value("name", ""), patch, "");
   if (!patched.ok()) {
-    return patched.status().code() == StatusCode::kNotFound
-               ? okStatus()
-               : patched.status().withContext(present ? "adding the finalizer"
-                                                      : "removing the finalizer");
+    if (patched.status().code() == StatusCode::kNotFound) {
+      return false;
+    }
+    return patched.status().withContext(present ? "adding the finalizer"
+                                                : "removing the finalizer");
   }
   object = std::move(*patched);
-  return okStatus();
+  return true;
+}
+
+void GrantReconciler::forget(const std::string& key) {
+  std::lock_guard lock(mu_);
+  for (auto it = pending_.lower_bound(key + "|");
+       it != pending_.end() && it->first.rfind(key + "|", 0) == 0;) {
+    it = pending_.erase(it);
+  }
+}
+
+bool GrantReconciler::applying(const std::string& key) {
+  const MonoTime now = ctx_.clock->monotonicNow();
+  std::lock_guard lock(mu_);
+  for (auto it = pending_.lower_bound(key + "|");
+       it != pending_.end() && it->first.rfind(key + "|", 0) == 0; ++it) {
+    if (now - it->second.second < kPendingWindow) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void GrantReconciler::recordEvents(const json& object, const policy::AccessGrant& grant,
+                                   std::optional<policy::GrantPhase> from, policy::GrantPhase to) {
+  for (auto event : policy::grantEvents(from, to, grant)) {
+    const std::string message = policy::grantEventMessage(event, grant);
+    const std::string reason(policy::grantEventReason(event));
+    ctx_.events->record(kube::referenceTo(object), kube::EventRecorder::Type::kNormal, reason,
+                        message);
+    if (grant.from.ns != grant.ns) {
+      ctx_.events->record({"v1", "Namespace", grant.from.ns, grant.from.ns, ""},
+                          kube::EventRecorder::Type::kNormal, reason, message);
+    }
+  }
 }
 
 StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
@@ -82,6 +117,7 @@ StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
     // Gone without passing its finalizer (removed by hand): nothing may stay open.
     setPhase(key, "");
     RETURN_IF_ERROR(removeAll(current));
+    forget(key);
     return kube::Result{};
   }
   json object = *cached;  // the latest version: each patch below returns the next one
@@ -93,7 +129,7 @@ StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
     setPhase(key, "");
     RETURN_IF_ERROR(removeAll(current));
     if (policy::isTerminating(object)) {
-      RETURN_IF_ERROR(setFinalizer(object, false));
+      RETURN_IF_ERROR(setFinalizer(object, false).status());
     }
     return kube::Result{};
   }
@@ -108,26 +144,27 @@ StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
 
   if (grant.deleting) {
     RETURN_IF_ERROR(removeAll(current));
-    if (oldPhase == policy::GrantPhase::kActive) {
-      for (auto event : policy::grantEvents(oldPhase, policy::GrantPhase::kRevoked, grant)) {
-        const std::string message = policy::grantEventMessage(event, grant);
-        ctx_.events->record(kube::referenceTo(object), kube::EventRecorder::Type::kNormal,
-                            std::string(policy::grantEventReason(event)), message);
-        ctx_.events->record({"v1", "Namespace", grant.from.ns, grant.from.ns, ""},
-                            kube::EventRecorder::Type::kNormal,
-                            std::string(policy::grantEventReason(event)), message);
-      }
-      log::info("AccessGrant revoked", {{"key", key}});
+    if (applying(key)) {
+      // An object applied moments ago may not be in the cache yet: look again once it is.
+      return kube::Result{kPendingWindow};
     }
     setPhase(key, "");
     if (grant.hasFinalizer) {
-      RETURN_IF_ERROR(setFinalizer(object, false));
+      ASSIGN_OR_RETURN(bool present, setFinalizer(object, false));
+      if (present && oldPhase == policy::GrantPhase::kActive) {
+        recordEvents(object, grant, oldPhase, policy::GrantPhase::kRevoked);
+        log::info("AccessGrant revoked", {{"key", key}});
+      }
     }
+    forget(key);
     return kube::Result{};
   }
   // The finalizer is held while the flow may be open, so that deleting the grant revokes it.
   if (phase == policy::GrantPhase::kActive && !grant.hasFinalizer) {
-    RETURN_IF_ERROR(setFinalizer(object, true));
+    ASSIGN_OR_RETURN(bool present, setFinalizer(object, true));
+    if (!present) {
+      return kube::Result{};  // deleted meanwhile: its delete event comes next
+    }
   }
 
   json status = policy::grantStatus(oldStatus, phase, grant, now);
@@ -174,25 +211,25 @@ StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
   RETURN_IF_ERROR(removeAll(plan.deletes));
 
   if (status != oldStatus) {
-    auto patched = ctx_.client->mergePatch(resources::kAccessGrants, grant.ns, grant.name,
-                                           {{"status", status}}, "status");
+    // Guarded by the resourceVersion the status was computed from: a reconcile running on a
+    // cache that has not yet seen this controller's last write gets a conflict, and looks again
+    // (no second status, no second set of Events).
+    auto patched = ctx_.client->mergePatch(
+        resources::kAccessGrants, grant.ns, grant.name,
+        {{"metadata", {{"resourceVersion", object["metadata"]["resourceVersion"]}}},
+         {"status", status}},
+        "status");
     if (!patched.ok()) {
       if (patched.status().code() == StatusCode::kNotFound) {
         return kube::Result{};  // deleted meanwhile: its delete event comes next
       }
+      if (patched.status().code() == StatusCode::kConflict) {
+        return kube::Result{kConflictRetry};
+      }
       return patched.status().withContext("writing the status of AccessGrant " + key);
     }
     object = std::move(*patched);
-    for (auto event : policy::grantEvents(oldPhase, phase, grant)) {
-      const std::string message = policy::grantEventMessage(event, grant);
-      const std::string reason(policy::grantEventReason(event));
-      ctx_.events->record(kube::referenceTo(object), kube::EventRecorder::Type::kNormal, reason,
-                          message);
-      if (grant.from.ns != grant.ns) {
-        ctx_.events->record({"v1", "Namespace", grant.from.ns, grant.from.ns, ""},
-                            kube::EventRecorder::Type::kNormal, reason, message);
-      }
-    }
+    recordEvents(object, grant, oldPhase, phase);
     if (oldPhase != phase) {
       log::info("AccessGrant phase",
                 {{"key", key}, {"phase", std::string(policy::grantPhaseName(phase))}});
@@ -200,7 +237,11 @@ StatusOr<kube::Result> GrantReconciler::reconcile(const std::string& key) {
   }
   setPhase(key, std::string(policy::grantPhaseName(phase)));
   if (phase != policy::GrantPhase::kActive && grant.hasFinalizer) {
-    RETURN_IF_ERROR(setFinalizer(object, false));  // its objects are gone
+    auto removed = setFinalizer(object, false);  // its objects are gone
+    if (!removed.ok() && removed.status().code() == StatusCode::kConflict) {
+      return kube::Result{kConflictRetry};
+    }
+    RETURN_IF_ERROR(removed.status());
   }
 
   milliseconds requeue{0};

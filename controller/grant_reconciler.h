@@ -2,10 +2,12 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "controller/context.h"
 #include "kube/controller.h"
+#include "policy/grants.h"
 
 namespace bulkhead::controller {
 
@@ -25,8 +27,16 @@ class GrantReconciler {
   // The generated objects of grant `key` in the caches.
   std::vector<nlohmann::json> currentObjects(const std::string& key) const;
   Status removeAll(const std::vector<nlohmann::json>& objects);
-  // Adds or removes the finalizer on `object`, which becomes the patched version.
-  Status setFinalizer(nlohmann::json& object, bool present);
+  // Adds or removes the finalizer on `object`, which becomes the patched version. False when the
+  // grant is gone.
+  StatusOr<bool> setFinalizer(nlohmann::json& object, bool present);
+  // The audit Events of a phase change, on the grant and in the source namespace.
+  void recordEvents(const nlohmann::json& object, const policy::AccessGrant& grant,
+                    std::optional<policy::GrantPhase> from, policy::GrantPhase to);
+  // Whether an object of grant `key` was applied within the pending window; forget() drops
+  // what is remembered of its applies.
+  bool applying(const std::string& key);
+  void forget(const std::string& key);
   void setPhase(const std::string& key, const std::string& phase);
 
   ControllerContext& ctx_;

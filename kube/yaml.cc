@@ -14,6 +14,9 @@ json scalar(const YAML::Node& node) {
   if (node.Tag() == "!" || node.Tag() == "tag:yaml.org,2002:str") {
     return v;  // quoted, or tagged as a string
   }
+  if (v.size() > 32) {
+    return v;  // no boolean, null or number is that long (and regex recursion grows with it)
+  }
   static const std::regex kTrue("y|Y|yes|Yes|YES|true|True|TRUE|on|On|ON");
   static const std::regex kFalse("n|N|no|No|NO|false|False|FALSE|off|Off|OFF");
   static const std::regex kNull("~|null|Null|NULL|");
