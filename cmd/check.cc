@@ -1,8 +1,6 @@
 #include "cmd/check.h"
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -24,18 +22,13 @@ namespace bulkhead {
 namespace {
 
 using nlohmann::json;
-namespace fs = std::filesystem;
 
 const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
                                    "SegmentationPolicy", false};
 const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
                                      "SegmentationException", true};
 
-struct Document {
-  std::string source;  // file name, or "-" for stdin
-  std::string where;   // "3" (the document), or "3.items[1]" in a List
-  json object;
-};
+using Document = kube::ManifestDocument;
 
 struct Result {
   const Document* doc = nullptr;
@@ -52,57 +45,6 @@ struct World {
   std::map<std::string, policy::Labels> namespaceLabels;
   bool meshAvailable = true;
 };
-
-Status readInput(const std::string& path, std::vector<Document>& out) {
-  std::vector<std::string> files;
-  if (path == "-") {
-    files.push_back("-");
-  } else if (fs::is_directory(path)) {
-    for (const auto& e : fs::recursive_directory_iterator(path)) {
-      const auto ext = e.path().extension();
-      if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json")) {
-        files.push_back(e.path().string());
-      }
-    }
-    std::sort(files.begin(), files.end());
-  } else if (fs::exists(path)) {
-    files.push_back(path);
-  } else {
-    return invalidError(path + ": no such file or directory");
-  }
-  for (const auto& file : files) {
-    std::stringstream text;
-    if (file == "-") {
-      text << std::cin.rdbuf();
-    } else {
-      std::ifstream in(file);
-      if (!in) {
-        return invalidError(file + ": cannot be read");
-      }
-      text << in.rdbuf();
-    }
-    auto docs = kube::parseYamlDocuments(text.str());
-    if (!docs.ok()) {
-      return invalidError(file + ": " + docs.status().message());
-    }
-    for (size_t i = 0; i < docs->size(); ++i) {
-      json& doc = (*docs)[i];
-      if (!doc.is_object()) {
-        return invalidError(file + ": document " + std::to_string(i) + " is not an object");
-      }
-      const std::string kind = doc.value("kind", "");
-      if (kind.ends_with("List") && doc.contains("items")) {
-        const json& items = doc["items"];
-        for (size_t j = 0; items.is_array() && j < items.size(); ++j) {
-          out.push_back({file, std::to_string(i) + ".items[" + std::to_string(j) + "]", items[j]});
-        }
-        continue;
-      }
-      out.push_back({file, std::to_string(i), std::move(doc)});
-    }
-  }
-  return okStatus();
-}
 
 StatusOr<policy::Labels> parseLabels(const std::string& text) {
   policy::Labels out;
@@ -310,11 +252,11 @@ int runCheck(int argc, char** argv) {
     }
   }
   std::vector<Document> policyDocs, docs;
-  for (const auto& f : policyFiles) {
-    if (Status s = readInput(f, policyDocs); !s.ok()) {
-      std::cerr << "bulkhead check: --policy " << s.message() << "\n";
-      return 2;
-    }
+  if (auto read = kube::readManifests(policyFiles); read.ok()) {
+    policyDocs = std::move(*read);
+  } else {
+    std::cerr << "bulkhead check: --policy " << read.status().message() << "\n";
+    return 2;
   }
   for (const auto& d : policyDocs) {
     const std::string kind = d.object.value("kind", "");
@@ -339,11 +281,11 @@ int runCheck(int argc, char** argv) {
     std::cerr << "bulkhead check: no SegmentationPolicy (--policy FILE, or --cluster)\n";
     return 2;
   }
-  for (const auto& f : files) {
-    if (Status s = readInput(f, docs); !s.ok()) {
-      std::cerr << "bulkhead check: " << s.message() << "\n";
-      return 2;
-    }
+  if (auto read = kube::readManifests(files); read.ok()) {
+    docs = std::move(*read);
+  } else {
+    std::cerr << "bulkhead check: " << read.status().message() << "\n";
+    return 2;
   }
   // Namespaces among the manifests (a chart's own, say) carry the labels that select them.
   for (const auto& d : docs) {

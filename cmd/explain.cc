@@ -1,8 +1,6 @@
 #include "cmd/explain.h"
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -22,7 +20,6 @@ namespace bulkhead {
 namespace {
 
 using nlohmann::json;
-namespace fs = std::filesystem;
 
 const kube::ResourceType kGrants{"bulkhead.dev", "v1alpha1", "accessgrants", "AccessGrant", true};
 const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1", "peerauthentications",
@@ -56,35 +53,9 @@ void add(Inputs& in, json object) {
 }
 
 Status readFiles(const std::vector<std::string>& paths, Inputs& in) {
-  for (const auto& path : paths) {
-    std::vector<std::string> files;
-    if (path != "-" && fs::is_directory(path)) {
-      for (const auto& e : fs::recursive_directory_iterator(path)) {
-        const auto ext = e.path().extension();
-        if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json")) {
-          files.push_back(e.path().string());
-        }
-      }
-      std::sort(files.begin(), files.end());
-    } else {
-      files.push_back(path);
-    }
-    for (const auto& file : files) {
-      std::stringstream text;
-      if (file == "-") {
-        text << std::cin.rdbuf();
-      } else {
-        std::ifstream f(file);
-        if (!f) {
-          return invalidError(file + ": cannot be read");
-        }
-        text << f.rdbuf();
-      }
-      ASSIGN_OR_RETURN(auto docs, kube::parseYamlDocuments(text.str()));
-      for (auto& d : docs) {
-        add(in, std::move(d));
-      }
-    }
+  ASSIGN_OR_RETURN(auto docs, kube::readManifests(paths));
+  for (auto& d : docs) {
+    add(in, std::move(d.object));
   }
   return okStatus();
 }

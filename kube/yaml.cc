@@ -2,12 +2,18 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <regex>
+#include <sstream>
 
 namespace bulkhead::kube {
 namespace {
 
 using nlohmann::json;
+namespace fs = std::filesystem;
 
 json scalar(const YAML::Node& node) {
   const std::string& v = node.Scalar();
@@ -73,6 +79,57 @@ json toJson(const YAML::Node& node) {
   return nullptr;
 }
 
+Status readManifest(const std::string& path, std::vector<ManifestDocument>& out) {
+  std::vector<std::string> files;
+  if (path == "-") {
+    files.push_back("-");
+  } else if (fs::is_directory(path)) {
+    for (const auto& e : fs::recursive_directory_iterator(path)) {
+      const auto ext = e.path().extension();
+      if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json")) {
+        files.push_back(e.path().string());
+      }
+    }
+    std::sort(files.begin(), files.end());
+  } else if (fs::exists(path)) {
+    files.push_back(path);
+  } else {
+    return invalidError(path + ": no such file or directory");
+  }
+  for (const auto& file : files) {
+    std::stringstream text;
+    if (file == "-") {
+      text << std::cin.rdbuf();
+    } else {
+      std::ifstream in(file);
+      if (!in) {
+        return invalidError(file + ": cannot be read");
+      }
+      text << in.rdbuf();
+    }
+    auto docs = parseYamlDocuments(text.str());
+    if (!docs.ok()) {
+      return invalidError(file + ": " + docs.status().message());
+    }
+    for (size_t i = 0; i < docs->size(); ++i) {
+      json& doc = (*docs)[i];
+      if (!doc.is_object()) {
+        return invalidError(file + ": document " + std::to_string(i) + " is not an object");
+      }
+      const std::string kind = doc.value("kind", "");
+      if (kind.ends_with("List") && doc.contains("items")) {
+        const json& items = doc["items"];
+        for (size_t j = 0; items.is_array() && j < items.size(); ++j) {
+          out.push_back({file, std::to_string(i) + ".items[" + std::to_string(j) + "]", items[j]});
+        }
+        continue;
+      }
+      out.push_back({file, std::to_string(i), std::move(doc)});
+    }
+  }
+  return okStatus();
+}
+
 }  // namespace
 
 StatusOr<std::vector<json>> parseYamlDocuments(const std::string& text) {
@@ -92,6 +149,14 @@ StatusOr<std::vector<json>> parseYamlDocuments(const std::string& text) {
     } catch (const YAML::Exception& e) {
       return invalidError("document " + std::to_string(i) + ": " + e.msg);
     }
+  }
+  return out;
+}
+
+StatusOr<std::vector<ManifestDocument>> readManifests(const std::vector<std::string>& paths) {
+  std::vector<ManifestDocument> out;
+  for (const auto& path : paths) {
+    RETURN_IF_ERROR(readManifest(path, out));
   }
   return out;
 }

@@ -40,31 +40,15 @@
 namespace bulkhead {
 namespace {
 
-using testing::Steady;
-using testing::secondsSince;
-using testing::statusKb;
+using nlohmann::json;
 using testing::cpuSeconds;
 using testing::freePort;
-using nlohmann::json;
+using testing::secondsSince;
+using testing::statusKb;
+using testing::Steady;
 
 const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
                                    "SegmentationPolicy", false};
-
-// Sum of a counter family's samples on the controller's /metrics.
-double scrape(int port, const std::string& family, const std::string& filter = "") {
-  auto r = testing::shell("curl -fsS http://127.0.0.1:" + std::to_string(port) + "/metrics");
-  double sum = 0;
-  std::istringstream in(r.out);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(family, 0) == 0 && (line.size() > family.size()) &&
-        (line[family.size()] == '{' || line[family.size()] == ' ') &&
-        line.find(filter) != std::string::npos) {
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return sum;
-}
 
 // The samples of a family on the controller's /metrics that are not zero, one per line.
 std::string nonZero(int port, const std::string& family) {
@@ -102,7 +86,8 @@ int run(int argc, char** argv) {
   }
   auto& cp = testing::ControlPlane::get();
   auto setup = cp.shell(
-      "kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR "/crds/ -f \"$TESTENV_ISTIO_CRDS\" "
+      "kubectl apply --server-side -f " BULKHEAD_SOURCE_DIR
+      "/crds/ -f \"$TESTENV_ISTIO_CRDS\" "
       ">/dev/null && kubectl wait --for condition=established --timeout=60s "
       "crd/segmentationpolicies.bulkhead.dev crd/peerauthentications.security.istio.io >/dev/null");
   if (setup.exitCode != 0) {
@@ -160,9 +145,10 @@ int run(int argc, char** argv) {
     return pid;
   };
   auto namespaceReconciles = [&] {
-    return scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"namespace\"");
+    return testing::scrapeMetric(metricsPort, "bulkhead_reconcile_total",
+                                 "controller=\"namespace\"");
   };
-  auto writes = [&] { return scrape(metricsPort, "bulkhead_api_writes_total"); };
+  auto writes = [&] { return testing::scrapeMetric(metricsPort, "bulkhead_api_writes_total"); };
   int failures = 0;
   auto phaseFailed = [&](const char* phase, const std::string& why) {
     std::printf("%s: FAILED: %s (log: %s)\n", phase, why.c_str(), logFile.c_str());
@@ -174,7 +160,8 @@ int run(int argc, char** argv) {
   bool converged = false;
   while (secondsSince(start) < 900) {
     auto p = admin->get(kPolicies, "", "baseline");
-    if (p.ok() && p->value("status", json::object()).value("segmentedNamespaces", -1) == namespaces) {
+    if (p.ok() &&
+        p->value("status", json::object()).value("segmentedNamespaces", -1) == namespaces) {
       converged = true;
       break;
     }
@@ -182,11 +169,11 @@ int run(int argc, char** argv) {
   }
   double took = secondsSince(start);
   double convergenceWrites = writes();
-  double generated = scrape(metricsPort, "bulkhead_generated_objects");
+  double generated = testing::scrapeMetric(metricsPort, "bulkhead_generated_objects");
   double convergenceCpu = cpuSeconds(pid);
   double convergenceReconciles = namespaceReconciles();
-  double policyReconciles =
-      scrape(metricsPort, "bulkhead_reconcile_total", "controller=\"segmentationpolicy\"");
+  double policyReconciles = testing::scrapeMetric(metricsPort, "bulkhead_reconcile_total",
+                                                  "controller=\"segmentationpolicy\"");
   if (!converged) {
     phaseFailed("convergence", "not all namespaces segmented in 900 s");
   }

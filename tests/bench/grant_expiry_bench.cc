@@ -54,20 +54,6 @@ const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1", "auth
                                                 "AuthorizationPolicy", true};
 constexpr const char* kGrantObjects = "app.kubernetes.io/managed-by=bulkhead,bulkhead.dev/grant";
 
-double scrape(int port, const std::string& family) {
-  auto r = testing::shell("curl -fsS http://127.0.0.1:" + std::to_string(port) + "/metrics");
-  double sum = 0;
-  std::istringstream in(r.out);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(family, 0) == 0 && line.size() > family.size() &&
-        (line[family.size()] == '{' || line[family.size()] == ' ')) {
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return sum;
-}
-
 // Counts each grant's live generated objects from a watch (ADDED +1, DELETED -1) and remembers
 // when its count last reached zero.
 class ObjectWatch {
@@ -281,7 +267,7 @@ int run(int argc, char** argv) {
     phaseFailed("activation", "not every grant was Active before its expiresAt");
   }
 
-  const double writesBefore = scrape(metricsPort, "bulkhead_api_writes_total");
+  const double writesBefore = testing::scrapeMetric(metricsPort, "bulkhead_api_writes_total");
   const double cpuBefore = cpuSeconds(pid);
   auto allClosed = [&] {
     auto np = networkPolicies.live();
@@ -310,7 +296,8 @@ int run(int argc, char** argv) {
     lags.push_back(std::chrono::duration<double>(std::max(np[g], ap[g]) - expiresAt).count() *
                    1000);
   }
-  const double expiryWrites = scrape(metricsPort, "bulkhead_api_writes_total") - writesBefore;
+  const double expiryWrites =
+      testing::scrapeMetric(metricsPort, "bulkhead_api_writes_total") - writesBefore;
   std::printf(
       "expiry: %d of %lld grants revoked; lag after expiresAt p50 %.0f ms, p99 %.0f ms, max %.0f "
       "ms\n  %.0f generated-object writes (%.1f per grant), controller CPU %.2f s\n",

@@ -30,9 +30,9 @@
 namespace bulkhead {
 namespace {
 
-using testing::Steady;
 using testing::secondsSince;
 using testing::statusKb;
+using testing::Steady;
 
 nlohmann::json networkPolicy(const std::string& ns, int i) {
   // Shaped like what the controller writes: labels, a selector, ports.
@@ -51,7 +51,8 @@ nlohmann::json networkPolicy(const std::string& ns, int i) {
                 {{{"namespaceSelector",
                    {{"matchLabels", {{"kubernetes.io/metadata.name", "kube-system"}}}}},
                   {"podSelector", {{"matchLabels", {{"k8s-app", "kube-dns"}}}}}}}},
-               {"ports", {{{"port", 53}, {"protocol", "UDP"}}, {{"port", 53}, {"protocol", "TCP"}}}}}}}}}};
+               {"ports",
+                {{{"port", 53}, {"protocol", "UDP"}}, {{"port", 53}, {"protocol", "TCP"}}}}}}}}}};
 }
 
 void populate(const std::string& kubeconfig, int namespaces, int perNs, int writers) {
@@ -83,8 +84,9 @@ void populate(const std::string& kubeconfig, int namespaces, int perNs, int writ
   }
   double took = secondsSince(start);
   int objects = namespaces * (1 + perNs);
-  std::printf("populate: %d namespaces + %d NetworkPolicies in %.1f s (%.0f creates/s, %d failed)\n",
-              namespaces, namespaces * perNs, took, objects / took, failures.load());
+  std::printf(
+      "populate: %d namespaces + %d NetworkPolicies in %.1f s (%.0f creates/s, %d failed)\n",
+      namespaces, namespaces * perNs, took, objects / took, failures.load());
 }
 
 // Runs in a fresh child process so that its RSS is the informers' alone.

@@ -4,8 +4,8 @@
 // Starts its own control plane, installs the chart with real Helm (its webhook configuration
 // pointed at https://127.0.0.1:PORT/validate), creates a SegmentationPolicy selecting
 // zero-trust=on (Enforce) and a namespace `shop` it segments, then runs the real `bulkhead` with
-// the chart's Deployment args as the chart's ServiceAccount. Then, with a realistic ~3.5 KB pod AdmissionReview that is allowed (so every
-// pod rule runs):
+// the chart's Deployment args as the chart's ServiceAccount. Then, with a realistic ~3.5 KB pod
+// AdmissionReview that is allowed (so every pod rule runs):
 //   1. maximum throughput: wrk, 1 thread, 32 TLS 1.3 keep-alive connections, 15 s;
 //   2. latency at a fixed rate (2,000/s): an open-loop generator in this program (a few
 //      keep-alive connections, a fixed send schedule, latency counted from each request's
@@ -48,19 +48,19 @@
 #include "common/log.h"
 #include "kube/client_impl.h"
 #include "kube/config.h"
-#include "tests/support/bulkhead_process.h"
 #include "tests/support/bench_util.h"
+#include "tests/support/bulkhead_process.h"
 #include "tests/support/control_plane.h"
 
 namespace bulkhead {
 namespace {
 
-using testing::Steady;
-using testing::secondsSince;
-using testing::statusKb;
+using nlohmann::json;
 using testing::cpuSeconds;
 using testing::freePort;
-using nlohmann::json;
+using testing::secondsSince;
+using testing::statusKb;
+using testing::Steady;
 
 const char* const kUidPlaceholder = "00000000-0000-0000-0000-000000000000";
 
@@ -644,8 +644,10 @@ metadata:
 
   // The CA the leader made, from the webhook's Secret.
   std::string caFile = cp.dir() + "/webhook-ca.crt";
-  auto ca = cp.shell("kubectl get secret bulkhead-webhook-tls -n bulkhead-system "
-                     "-o jsonpath='{.data.ca\\.crt}' | base64 -d > '" + caFile + "'");
+  auto ca = cp.shell(
+      "kubectl get secret bulkhead-webhook-tls -n bulkhead-system "
+      "-o jsonpath='{.data.ca\\.crt}' | base64 -d > '" +
+      caFile + "'");
   if (ca.exitCode != 0) {
     return fail("cannot read the webhook CA: " + ca.err);
   }

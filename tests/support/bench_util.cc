@@ -71,4 +71,19 @@ int freePort() {
   return std::stoi(r.out);
 }
 
+double scrapeMetric(int port, const std::string& family, const std::string& filter) {
+  auto r = shell("curl -fsS http://127.0.0.1:" + std::to_string(port) + "/metrics");
+  double sum = 0;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(family, 0) == 0 && line.size() > family.size() &&
+        (line[family.size()] == '{' || line[family.size()] == ' ') &&
+        line.find(filter) != std::string::npos) {
+      sum += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  return sum;
+}
+
 }  // namespace bulkhead::testing

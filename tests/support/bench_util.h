@@ -22,5 +22,8 @@ long statusKb(pid_t pid, const std::string& field);
 double cpuSeconds(pid_t pid);
 // A loopback port that was free a moment ago.
 int freePort();
+// The sum of a metric family's samples on http://127.0.0.1:<port>/metrics, counting only lines
+// that contain `filter`.
+double scrapeMetric(int port, const std::string& family, const std::string& filter = "");
 
 }  // namespace bulkhead::testing
