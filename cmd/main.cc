@@ -56,6 +56,7 @@ struct Options {
   std::chrono::milliseconds resyncPeriod{600'000};
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   std::int64_t workers = 4;
+  bool backgroundScan = true;
   std::string metricsBindAddress = ":8080";
   std::string webhookBindAddress;
   std::string webhookCertSecret = "bulkhead-webhook-tls";
@@ -230,6 +231,7 @@ int serve(const Options& opts) {
   copts.installNamespace = ns;
   copts.resyncPeriod = opts.resyncPeriod;
   copts.namespaceWorkers = static_cast<int>(opts.workers);
+  copts.backgroundScan = opts.backgroundScan;
 
   kube::ManagerOptions mopts;
   mopts.discoveryInterval = opts.meshDiscoveryInterval;
@@ -387,10 +389,15 @@ int run(int argc, char** argv) {
   flags.addDuration("shutdown-timeout", &opts.shutdownTimeout,
                     "how long in-flight work may take after SIGTERM");
   flags.addDuration("resync-period", &opts.resyncPeriod,
-                    "how often every namespace is reconciled even without events");
+                    "how often every namespace is reconciled (and scanned) even without events");
   flags.addDuration("mesh-discovery-interval", &opts.meshDiscoveryInterval,
-                    "how often to check whether Istio's security API is served");
+                    "how often to check whether the optional APIs (Istio's security API, "
+                    "AccessGrant, OpenReports) are served");
   flags.addInt("workers", &opts.workers, "concurrent namespace reconciles");
+  flags.addBool("background-scan", &opts.backgroundScan,
+                "judge existing Pods and workloads in selected namespaces by their policy: "
+                "counts on the policy status, and a Report per namespace where the OpenReports "
+                "API is served (caches every Pod and workload, only the fields the rules read)");
   flags.addString("metrics-bind-address", &opts.metricsBindAddress,
                   "host:port of /metrics, /healthz and /readyz (plain HTTP)");
   flags.addString("webhook-bind-address", &opts.webhookBindAddress,

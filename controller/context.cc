@@ -88,6 +88,7 @@ void ControllerContext::forgetNamespace(const std::string& name) {
   std::lock_guard lock(mu_);
   namespaceFacts_.erase(name);
   namespaceStates_.erase(name);
+  postures_.erase(name);
 }
 
 std::map<std::string, policy::NamespaceFacts> ControllerContext::namespaceFacts() const {
@@ -206,6 +207,44 @@ Status ControllerContext::remove(const json& cached) const {
     return s.withContext("deleting " + kind + " " + ns + "/" + name);
   }
   return okStatus();
+}
+
+std::optional<NamespacePosture> ControllerContext::posture(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = postures_.find(name);
+  if (it == postures_.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+void ControllerContext::setPosture(const std::string& name,
+                                   std::optional<NamespacePosture> posture) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = postures_.find(name);
+    if (it == postures_.end() ? !posture.has_value() : posture == it->second) {
+      return;
+    }
+    if (posture.has_value()) {
+      postures_[name] = std::move(*posture);
+    } else {
+      postures_.erase(it);
+    }
+  }
+  if (onNamespaceStateChanged) {
+    onNamespaceStateChanged();
+  }
+}
+
+std::shared_ptr<kube::Informer> ControllerContext::reports() const {
+  std::lock_guard lock(mu_);
+  return reports_;
+}
+
+void ControllerContext::setReports(std::shared_ptr<kube::Informer> reports) {
+  std::lock_guard lock(mu_);
+  reports_ = std::move(reports);
 }
 
 const kube::ResourceType& ControllerContext::typeOf(const json& object) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,9 @@ struct ControllerOptions {
   std::string fieldManager = "bulkhead";
   // The field manager of the namespaces' Pod Security labels, and of nothing else.
   std::string podSecurityFieldManager = policy::kPodSecurityFieldManager;
+  // The background scan of existing Pods and workloads (posture_reconciler.h). It caches every
+  // Pod and workload of the cluster (only the fields the rules read).
+  bool backgroundScan = true;
 };
 
 namespace resources {
@@ -39,6 +43,19 @@ inline const kube::ResourceType kPeerAuthentications{
     "security.istio.io", "v1", "peerauthentications", "PeerAuthentication", true};
 inline const kube::ResourceType kAuthorizationPolicies{
     "security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", true};
+inline const kube::ResourceType kReports{"openreports.io", "v1alpha1", "reports", "Report", true};
+// What the background scan reads: Pods and every workload kind that runs them.
+inline const kube::ResourceType kReplicationControllers{"", "v1", "replicationcontrollers",
+                                                        "ReplicationController", true};
+inline const kube::ResourceType kDeployments{"apps", "v1", "deployments", "Deployment", true};
+inline const kube::ResourceType kStatefulSets{"apps", "v1", "statefulsets", "StatefulSet", true};
+inline const kube::ResourceType kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
+inline const kube::ResourceType kReplicaSets{"apps", "v1", "replicasets", "ReplicaSet", true};
+inline const kube::ResourceType kJobs{"batch", "v1", "jobs", "Job", true};
+inline const kube::ResourceType kCronJobs{"batch", "v1", "cronjobs", "CronJob", true};
+inline const std::vector<kube::ResourceType> kScanned = {
+    kube::resources::kPods, kReplicationControllers, kDeployments, kStatefulSets, kDaemonSets,
+    kReplicaSets,           kJobs,                   kCronJobs};
 }  // namespace resources
 
 // Index of the generated objects' caches: the bulkhead.dev/policy label.
@@ -65,6 +82,8 @@ struct Caches {
   std::shared_ptr<kube::Informer> endpointSlices;  // default/kubernetes only
   std::shared_ptr<kube::Informer> exceptions;
   std::shared_ptr<kube::Informer> grants;
+  // Pods and workloads, for the background scan (empty when it is off), as resources::kScanned.
+  std::vector<std::shared_ptr<kube::Informer>> scanned;
 };
 
 // Istio's informers, while its security API is served.
@@ -90,6 +109,14 @@ struct NamespaceState {
   // The tenant policies reported as reaching outside the namespace, so that each change is one
   // Event.
   std::string tenantViolations;
+};
+
+// What the background scan last found in a namespace; the policy status counts it.
+struct NamespacePosture {
+  std::string policy;
+  int64_t violatingPods = 0;
+  int64_t violatingWorkloads = 0;
+  bool operator==(const NamespacePosture&) const = default;
 };
 
 // What the reconcilers share: the client, the caches, and the state derived from them (decoded
@@ -139,6 +166,14 @@ class ControllerContext {
   void markUnconverged(const std::string& name, const std::string& deletedSlot);
   std::function<void()> onNamespaceStateChanged;  // set once, before the workers start
 
+  // The background scan's last result for a namespace (none: not scanned, or not governed).
+  // Setting a different one calls onNamespaceStateChanged.
+  std::optional<NamespacePosture> posture(const std::string& name) const;
+  void setPosture(const std::string& name, std::optional<NamespacePosture> posture);
+  // The informer of Bulkhead's Reports, while the OpenReports API is served (else null).
+  std::shared_ptr<kube::Informer> reports() const;
+  void setReports(std::shared_ptr<kube::Informer> reports);
+
   // The generated objects of namespace `ns` that its policy owns (not those of AccessGrants).
   std::vector<nlohmann::json> managedObjects(const std::string& ns) const;
   // The tenant NetworkPolicies, PeerAuthentications and AuthorizationPolicies in `ns` that reach
@@ -162,6 +197,8 @@ class ControllerContext {
   uint64_t factsVersion_ = 1;
   std::map<std::string, NamespaceState> namespaceStates_;
   std::map<std::string, policy::NamespaceFacts> namespaceFacts_;
+  std::map<std::string, NamespacePosture> postures_;
+  std::shared_ptr<kube::Informer> reports_;
 };
 
 }  // namespace bulkhead::controller

@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "policy/grants.h"
+#include "policy/posture.h"
 
 namespace bulkhead::controller {
 
@@ -43,7 +44,7 @@ std::vector<std::string> grantOf(const json& object) {
   return {ns->second + "/" + name->second};
 }
 
-Caches cachesFrom(kube::SharedCache& cache) {
+Caches cachesFrom(kube::SharedCache& cache, const ControllerOptions& options) {
   Caches c;
   c.namespaces = cache.informer(kube::resources::kNamespaces);
   c.policies = cache.informer(resources::kSegmentationPolicies);
@@ -60,6 +61,11 @@ Caches cachesFrom(kube::SharedCache& cache) {
     std::string source = policy::grantSourceNamespace(o);
     return source.empty() ? std::vector<std::string>{} : std::vector<std::string>{source};
   });
+  if (options.backgroundScan) {
+    for (const auto& type : resources::kScanned) {
+      c.scanned.push_back(cache.informer(type));
+    }
+  }
   return c;
 }
 
@@ -69,6 +75,10 @@ void configureCache(kube::SharedCache& cache, const ControllerOptions& options) 
   cache.setTransform(
       kube::resources::kNamespaces,
       [manager = options.podSecurityFieldManager](json& ns) { keepOwnManagedFields(ns, manager); });
+  // The background scan caches every Pod and workload: only what the rules read.
+  for (const auto& type : resources::kScanned) {
+    cache.setTransform(type, [kind = type.kind](json& o) { policy::keepScannedFields(o, kind); });
+  }
 }
 
 Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCache& cache,
@@ -76,11 +86,12 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
                          ControllerOptions options)
     : cache_(cache),
       discovery_(discovery),
-      ctx_(std::move(client), clock, std::move(events), options, cachesFrom(cache)),
+      ctx_(std::move(client), clock, std::move(events), options, cachesFrom(cache, options)),
       namespaceReconciler_(ctx_),
       policyReconciler_(ctx_),
       exceptionReconciler_(ctx_),
       grantReconciler_(ctx_),
+      postureReconciler_(ctx_),
       namespaces_(
           "namespace", clock, options.namespaceWorkers,
           [this](const std::string& ns) { return namespaceReconciler_.reconcile(ns); },
@@ -92,7 +103,9 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
       exceptions_("segmentationexception", clock, 1,
                   [this](const std::string& key) { return exceptionReconciler_.reconcile(key); }),
       grants_("accessgrant", clock, options.namespaceWorkers,
-              [this](const std::string& key) { return grantReconciler_.reconcile(key); }) {}
+              [this](const std::string& key) { return grantReconciler_.reconcile(key); }),
+      postures_("posture", clock, 1,
+                [this](const std::string& ns) { return postureReconciler_.reconcile(ns); }) {}
 
 Controllers::~Controllers() { stop(); }
 
@@ -169,11 +182,51 @@ void Controllers::updateMesh() {
   enqueueAllNamespaces();
   enqueueAllPolicies(milliseconds(0));
   enqueueAllGrants();
+  enqueueAllPostures();  // requireSidecar applies only with the mesh
+}
+
+void Controllers::updateReports() {
+  if (!ctx_.options.backgroundScan) {
+    return;
+  }
+  const bool served = discovery_.served(resources::kReports).value_or(false);
+  const bool publishing = ctx_.reports() != nullptr;
+  if (served && !publishing) {
+    auto reports = cache_.informer(resources::kReports, policy::kManagedBySelector);
+    // Someone else's change to a Report (or its deletion) is drift: the namespace is scanned again.
+    auto onReport = [this](const json& o) { postures_.enqueue(o["metadata"].value("namespace", "")); };
+    const int id = reports->addEventHandlers(
+        {onReport, [onReport](const json&, const json& o) { onReport(o); }, onReport});
+    {
+      std::lock_guard lock(mu_);
+      reportsRegistration_ = {reports, id};
+    }
+    ctx_.setReports(std::move(reports));
+    log::info("OpenReports API is served; publishing a Report per selected namespace");
+  } else if (!served && publishing) {
+    std::pair<std::shared_ptr<kube::Informer>, int> registration;
+    {
+      std::lock_guard lock(mu_);
+      registration.swap(reportsRegistration_);
+    }
+    if (registration.first != nullptr) {
+      registration.first->removeEventHandlers(registration.second);
+    }
+    ctx_.setReports(nullptr);
+    cache_.drop(resources::kReports);
+    log::warn("OpenReports API is no longer served; Reports are not published");
+  } else {
+    return;
+  }
+  enqueueAllPostures();
 }
 
 void Controllers::start() {
   discovery_.track(resources::kPeerAuthentications);
   discovery_.track(resources::kAccessGrants);
+  if (ctx_.options.backgroundScan) {
+    discovery_.track(resources::kReports);
+  }
   // The callback runs under discovery's subscriber lock and takes mu_; so subscribing (which
   // takes that lock) happens without mu_ held, and stop() unsubscribes without it too.
   const int subscription = discovery_.subscribe([this] {
@@ -200,8 +253,10 @@ void Controllers::start() {
   bool grantsMissingLogged = false;
   while (true) {
     const auto grantsServed = discovery_.served(resources::kAccessGrants);
-    const bool known =
-        discovery_.served(resources::kPeerAuthentications).has_value() && grantsServed.has_value();
+    const bool known = discovery_.served(resources::kPeerAuthentications).has_value() &&
+                       grantsServed.has_value() &&
+                       (!ctx_.options.backgroundScan ||
+                        discovery_.served(resources::kReports).has_value());
     // Helm installs CRDs but never upgrades them: an upgraded release may lack AccessGrant's.
     // Everything else still runs; grants are reconciled once the CRD is applied.
     if (known && !*grantsServed && !grantsMissingLogged) {
@@ -216,11 +271,16 @@ void Controllers::start() {
         meshCheck_ = false;
       }
       updateMesh();
+      updateReports();
+    }
+    bool scannedSynced = true;
+    for (const auto& inf : c.scanned) {
+      scannedSynced = scannedSynced && inf->hasSynced();
     }
     const bool synced = known && c.namespaces->hasSynced() && c.policies->hasSynced() &&
                         c.networkPolicies->hasSynced() && c.tenantNetworkPolicies->hasSynced() &&
                         c.endpointSlices->hasSynced() && c.exceptions->hasSynced() &&
-                        (c.grants->hasSynced() || !*grantsServed);
+                        (c.grants->hasSynced() || !*grantsServed) && scannedSynced;
     if (synced) {
       break;
     }
@@ -234,6 +294,7 @@ void Controllers::start() {
                  {"endpointslices", c.endpointSlices->hasSynced()},
                  {"segmentationexceptions", c.exceptions->hasSynced()},
                  {"accessgrants", c.grants->hasSynced()},
+                 {"pods and workloads", scannedSynced},
                  {"istio discovered", known}});
     }
     if (!sleepFor(milliseconds(20))) {
@@ -246,6 +307,7 @@ void Controllers::start() {
   enqueueAllPolicies(milliseconds(0));
   enqueueAllExceptions();
   enqueueAllGrants();
+  enqueueAllPostures();
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
@@ -255,6 +317,7 @@ void Controllers::start() {
     policies_.start();
     exceptions_.start();
     grants_.start();
+    postures_.start();
     loop_ = std::thread([this] { loop(); });
   }
   log::info("segmentation controller started",
@@ -279,11 +342,13 @@ void Controllers::loop() {
     }
     if (meshCheck) {
       updateMesh();
+      updateReports();
     }
     if (ctx_.clock->monotonicNow() >= nextResync) {
       log::debug("periodic resync");
       enqueueAllNamespaces();
       enqueueAllPolicies(milliseconds(0));
+      enqueueAllPostures();
       nextResync = ctx_.clock->monotonicNow() + ctx_.options.resyncPeriod;
     }
   }
@@ -300,6 +365,10 @@ void Controllers::stop() {
     registrations.swap(registrations_);
     registrations.insert(registrations.end(), meshRegistrations_.begin(), meshRegistrations_.end());
     meshRegistrations_.clear();
+    if (reportsRegistration_.first != nullptr) {
+      registrations.push_back(reportsRegistration_);
+      reportsRegistration_ = {};
+    }
   }
   cv_.notify_all();
   int subscription;
@@ -318,6 +387,7 @@ void Controllers::stop() {
   policies_.stop();
   exceptions_.stop();
   grants_.stop();
+  postures_.stop();
   if (loop_.joinable()) {
     loop_.join();
   }
@@ -327,6 +397,10 @@ void Controllers::stop() {
     ctx_.setMesh({});
     cache_.drop(resources::kPeerAuthentications);
     cache_.drop(resources::kAuthorizationPolicies);
+  }
+  if (ctx_.reports() != nullptr) {
+    ctx_.setReports(nullptr);
+    cache_.drop(resources::kReports);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "controller/grant_reconciler.h"
 #include "controller/namespace_reconciler.h"
 #include "controller/policy_reconciler.h"
+#include "controller/posture_reconciler.h"
 #include "kube/controller.h"
 #include "kube/discovery.h"
 #include "kube/manager.h"
@@ -24,8 +25,8 @@ namespace bulkhead::controller {
 // time), so that the cache tells whether the Pod Security labels are Bulkhead's.
 void configureCache(kube::SharedCache& cache, const ControllerOptions& options);
 
-// Bulkhead's controllers, run on the leader: the namespace, policy-status, exception and
-// AccessGrant reconcilers, each a kube::Controller fed by the watches declared in watches.cc, plus
+// Bulkhead's controllers, run on the leader: the namespace, policy-status, exception,
+// AccessGrant and posture (background scan) reconcilers, each a kube::Controller fed by the watches declared in watches.cc, plus
 // the periodic resync and the reaction to Istio's API appearing or going. Made anew each time the
 // replica leads (kube::Manager).
 class Controllers : public kube::LeaderRunnable {
@@ -51,6 +52,9 @@ class Controllers : public kube::LeaderRunnable {
   void enqueueAllPolicies(std::chrono::milliseconds delay);
   void enqueueAllExceptions();
   void enqueueAllGrants();
+  void enqueueAllPostures();
+  // A scanned Pod or workload, or an exception, changed in `ns`: scan it again (batched).
+  void enqueuePosture(const std::string& ns);
   // The grants whose destination or source is namespace `ns`.
   void enqueueGrantsOf(const std::string& ns);
   // A generated object changed: its grant's key, or its namespace's.
@@ -60,6 +64,8 @@ class Controllers : public kube::LeaderRunnable {
   // Starts or stops managing Istio objects as discovery says its API is served or not.
   void updateMesh();
   bool meshSynced(const MeshCaches& mesh) const;
+  // Starts or stops publishing Reports as discovery says the OpenReports API is served or not.
+  void updateReports();
   void loop();
   // Waits `d`, or until stop() (false), or until discovery reports a change if asked to.
   bool sleepFor(std::chrono::milliseconds d, bool wakeOnMeshChange = true);
@@ -71,10 +77,12 @@ class Controllers : public kube::LeaderRunnable {
   PolicyReconciler policyReconciler_;
   ExceptionReconciler exceptionReconciler_;
   GrantReconciler grantReconciler_;
+  PostureReconciler postureReconciler_;
   kube::Controller namespaces_;
   kube::Controller policies_;
   kube::Controller exceptions_;
   kube::Controller grants_;
+  kube::Controller postures_;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -82,6 +90,7 @@ class Controllers : public kube::LeaderRunnable {
   bool meshCheck_ = false;  // discovery reported a change
   std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> registrations_;
   std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> meshRegistrations_;
+  std::pair<std::shared_ptr<kube::Informer>, int> reportsRegistration_;
   int discoverySubscription_ = 0;
   std::thread loop_;
 };

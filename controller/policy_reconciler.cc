@@ -122,6 +122,7 @@ Status PolicyReconciler::updateStatus(const policy::SegmentationPolicy& p, const
   in.policy = &p;
   in.invalidSpec = invalidSpec;
   in.meshAvailable = static_cast<bool>(ctx_.mesh());
+  in.backgroundScan = ctx_.options.backgroundScan;
   in.oldStatus = object.value("status", json::object());
   in.now = ctx_.clock->now();
   int64_t totalSelected = 0, totalSegmented = 0;
@@ -140,9 +141,12 @@ Status PolicyReconciler::updateStatus(const policy::SegmentationPolicy& p, const
     if ((!invalidSpec.empty() && p.uid.empty()) || !policy::selects(p, facts, installNs)) {
       continue;
     }
-    policy::SelectedNamespace row{name, gov ? gov->name : "", segmented, state.error, {}};
+    policy::SelectedNamespace row{name, gov ? gov->name : "", segmented, state.error, {}, {}};
     if (gov != nullptr && gov->name == p.name) {
       row.tenantViolations = ctx_.tenantPolicyViolations(p, name);
+      if (auto posture = ctx_.posture(name); posture.has_value() && posture->policy == p.name) {
+        row.violatingPodsAndWorkloads = {posture->violatingPods, posture->violatingWorkloads};
+      }
     }
     in.selected.push_back(std::move(row));
   }

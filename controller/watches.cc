@@ -34,6 +34,7 @@ void Controllers::watch() {
         namespaces_.enqueue(nameOf(o));
         enqueueAllPolicies(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
+        enqueuePosture(nameOf(o));
       },
       [this](const json& old, const json& o) {
         if (policy::labelsOf(old) != policy::labelsOf(o) ||
@@ -45,6 +46,7 @@ void Controllers::watch() {
             exceptions_.enqueue(kube::objectKey(*e));  // another policy may govern it now
           }
           enqueueGrantsOf(nameOf(o));
+          enqueuePosture(nameOf(o));
         } else if (old["metadata"].value("managedFields", json()) !=
                    o["metadata"].value("managedFields", json())) {
           namespaces_.enqueue(nameOf(o));  // Bulkhead's hold on its Pod Security labels changed
@@ -52,6 +54,7 @@ void Controllers::watch() {
       },
       [this](const json& o) {
         ctx_.forgetNamespace(nameOf(o));
+        enqueuePosture(nameOf(o));
         enqueueAllPolicies(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
       }});
@@ -67,6 +70,7 @@ void Controllers::watch() {
     enqueueAllNamespaces();
     enqueueAllExceptions();
     enqueueAllGrants();
+    enqueueAllPostures();
   };
   on(c.policies, {onPolicy,
                   [this, onPolicy](const json& old, const json& o) {
@@ -94,10 +98,29 @@ void Controllers::watch() {
   // The API server's endpoints: every namespace's egress allow to it.
   on(c.endpointSlices, onAny([this](const json&) { recomputeApiEndpoints(); }));
 
-  on(c.exceptions, onAny([this](const json& o) { exceptions_.enqueue(kube::objectKey(o)); }));
+  // Exceptions: their phase, and what the scan exempts (one expiring writes its status).
+  on(c.exceptions, onAny([this](const json& o) {
+       exceptions_.enqueue(kube::objectKey(o));
+       enqueuePosture(namespaceOf(o));
+     }));
   on(c.grants, onAny([this](const json& o) { grants_.enqueue(kube::objectKey(o)); }));
 
-  // A namespace reconcile changed what status reads.
+  // Pods and workloads: their namespace's posture. Pods change often (their status, which the
+  // cache does not keep): only a change to what the cache keeps counts.
+  for (const auto& inf : c.scanned) {
+    on(inf, {[this](const json& o) { enqueuePosture(namespaceOf(o)); },
+             [this](const json& old, const json& o) {
+               json a = old, b = o;
+               a["metadata"].erase("resourceVersion");
+               b["metadata"].erase("resourceVersion");
+               if (a != b) {
+                 enqueuePosture(namespaceOf(o));
+               }
+             },
+             [this](const json& o) { enqueuePosture(namespaceOf(o)); }});
+  }
+
+  // A namespace reconcile (or scan) changed what status reads.
   ctx_.onNamespaceStateChanged = [this] { enqueueAllPolicies(kStatusDelay); };
 }
 
@@ -165,6 +188,21 @@ void Controllers::enqueueAllExceptions() {
 void Controllers::enqueueAllGrants() {
   for (const auto& key : ctx_.caches.grants->store().keys()) {
     grants_.enqueue(key);
+  }
+}
+
+void Controllers::enqueueAllPostures() {
+  if (!ctx_.options.backgroundScan) {
+    return;
+  }
+  for (const auto& key : ctx_.caches.namespaces->store().keys()) {
+    postures_.enqueue(key);
+  }
+}
+
+void Controllers::enqueuePosture(const std::string& ns) {
+  if (ctx_.options.backgroundScan) {
+    postures_.enqueueAfter(ns, kStatusDelay);  // a rollout changes many pods at once
   }
 }
 

@@ -47,7 +47,7 @@ json condition(const json& previous, const std::string& type, bool status,
 
 json policyStatus(const PolicyStatusInput& in) {
   const SegmentationPolicy& p = *in.policy;
-  int64_t governed = 0, segmented = 0;
+  int64_t governed = 0, segmented = 0, violatingPods = 0, violatingWorkloads = 0;
   std::vector<std::string> conflicting, conflictNames, tenantViolations;
   std::string firstError;
   for (const auto& ns : in.selected) {
@@ -58,6 +58,10 @@ json policyStatus(const PolicyStatusInput& in) {
       continue;
     }
     ++governed;
+    if (ns.violatingPodsAndWorkloads.has_value()) {
+      violatingPods += ns.violatingPodsAndWorkloads->first;
+      violatingWorkloads += ns.violatingPodsAndWorkloads->second;
+    }
     for (const auto& line : ns.tenantViolations) {
       tenantViolations.push_back(ns.name + ": " + line);
     }
@@ -107,13 +111,18 @@ json policyStatus(const PolicyStatusInput& in) {
       in.meshAvailable ? "security.istio.io/v1 is served"
                        : "security.istio.io/v1 is not served: only NetworkPolicies are "
                          "written"));
-  return {{"observedGeneration", p.generation},
-          {"selectedNamespaces", static_cast<int64_t>(in.selected.size())},
-          {"segmentedNamespaces", segmented},
-          {"conflictingNamespaces", conflictNames},
-          {"tenantPolicyViolations", static_cast<int64_t>(tenantViolations.size())},
-          {"meshAvailable", in.meshAvailable},
-          {"conditions", conditions}};
+  json status = {{"observedGeneration", p.generation},
+                 {"selectedNamespaces", static_cast<int64_t>(in.selected.size())},
+                 {"segmentedNamespaces", segmented},
+                 {"conflictingNamespaces", conflictNames},
+                 {"tenantPolicyViolations", static_cast<int64_t>(tenantViolations.size())},
+                 {"meshAvailable", in.meshAvailable},
+                 {"conditions", conditions}};
+  if (in.backgroundScan) {
+    status["violatingPods"] = violatingPods;
+    status["violatingWorkloads"] = violatingWorkloads;
+  }
+  return status;
 }
 
 }  // namespace bulkhead::policy

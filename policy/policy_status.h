@@ -3,7 +3,9 @@
 #include <chrono>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "policy/segmentation_policy.h"
@@ -26,6 +28,9 @@ struct SelectedNamespace {
   std::string error;       // its last reconcile error, if any
   // Tenant policies reaching outside it, one line each (read only when governed by this one).
   std::vector<std::string> tenantViolations;
+  // What the background scan last found in it (read only when governed by this one); none when
+  // it has not been scanned under this policy yet.
+  std::optional<std::pair<int64_t, int64_t>> violatingPodsAndWorkloads;
 };
 
 struct PolicyStatusInput {
@@ -33,13 +38,15 @@ struct PolicyStatusInput {
   // Why the spec does not decode; empty when it does.
   std::string invalidSpec;
   bool meshAvailable = false;
+  bool backgroundScan = false;  // the counts of violating objects are kept
   std::vector<SelectedNamespace> selected;  // in name order
   nlohmann::json oldStatus = nlohmann::json::object();
   std::chrono::system_clock::time_point now;
 };
 
-// The whole status object: observedGeneration, the counts, conflicting namespaces, and the Ready,
-// Conflict, TenantPolicies and MeshAvailable conditions.
+// The whole status object: observedGeneration, the counts (with the background scan, the Pods and
+// workloads violating the rules in the namespaces it governs), conflicting namespaces, and the
+// Ready, Conflict, TenantPolicies and MeshAvailable conditions.
 nlohmann::json policyStatus(const PolicyStatusInput& in);
 
 }  // namespace bulkhead::policy

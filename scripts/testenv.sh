@@ -15,7 +15,8 @@
 #                           TESTENV_SERVICEMONITOR_CRD (a file); TESTENV_ISTIO_INJECT, Istio's
 #                           own sidecar injector as a command (tests/tools/istio-inject/main.go);
 #                           and TESTENV_POD_SECURITY_FIXTURES, Kubernetes' own Pod Security
-#                           fixtures for this control plane's version: LEVEL/{pass,fail}/*.yaml
+#                           fixtures for this control plane's version: LEVEL/{pass,fail}/*.yaml;
+#                           TESTENV_OPENREPORTS_CRD, the OpenReports Report CRD (a file)
 #                           With --node-ip (scripts/node.sh), the control plane of a cluster
 #                           with a node: kube-apiserver $NODE_K8S_VERSION on IP, its Service
 #                           range 10.96.0.0/16, ServiceAccount admission, Node authorization
@@ -47,6 +48,9 @@ ISTIO_API_VERSION=v1.32.0
 ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 CERT_MANAGER_VERSION=v1.19.1
 PROM_OPERATOR_VERSION=v0.85.0
+# github.com/openreports/reports-api: the Report CRD the background scan publishes to. The chart
+# ships a copy (charts/bulkhead/files/), which tests/chart/chart_test.sh compares with this one.
+OPENREPORTS_VERSION=v0.2.1
 
 CACHE_ROOT="${BULKHEAD_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/testbin}"
 K8S_DIR="$CACHE_ROOT/kubernetes-$K8S_VERSION"
@@ -58,6 +62,7 @@ ISTIO_CRDS="$ISTIO_DIR/customresourcedefinitions.gen.yaml"
 ISTIO_INJECT_DIR="$CACHE_ROOT/istio-inject-$ISTIO_VERSION"
 ISTIO_INJECT="$ISTIO_INJECT_DIR/istio-inject"
 CERT_MANAGER_CRDS="$CACHE_ROOT/cert-manager-crds-$CERT_MANAGER_VERSION"
+OPENREPORTS_CRD="$CACHE_ROOT/openreports-$OPENREPORTS_VERSION/openreports.io_reports.yaml"
 PROM_OPERATOR_DIR="$CACHE_ROOT/prometheus-operator-$PROM_OPERATOR_VERSION"
 SERVICEMONITOR_CRD="$PROM_OPERATOR_DIR/monitoring.coreos.com_servicemonitors.yaml"
 # k8s.io/pod-security-admission is a staging module of the same release as kube-apiserver.
@@ -232,6 +237,15 @@ copy_crd() {
   mv "$dst.tmp" "$dst"
 }
 
+fetch_openreports_crd() {
+  [ -s "$OPENREPORTS_CRD" ] && return 0
+  log "extracting the OpenReports Report CRD from github.com/openreports/reports-api $OPENREPORTS_VERSION"
+  local dir
+  dir=$(module_dir "github.com/openreports/reports-api@$OPENREPORTS_VERSION")
+  mkdir -p "$(dirname "$OPENREPORTS_CRD")"
+  copy_crd "$dir/config/crd/openreports.io_reports.yaml" "$OPENREPORTS_CRD"
+}
+
 # The Certificate and Issuer CRDs, for the chart's cert-manager mode (only the kinds it renders).
 fetch_cert_manager_crds() {
   local f missing=false
@@ -327,6 +341,7 @@ cmd_build() {
   fetch_istio_crds
   fetch_cert_manager_crds
   fetch_servicemonitor_crd
+  fetch_openreports_crd
   fetch_pod_security_fixtures
   build_etcd
   build_helm
@@ -347,6 +362,7 @@ cmd_paths() {
   echo "SERVICEMONITOR_CRD=$SERVICEMONITOR_CRD"
   echo "ISTIO_INJECT=$ISTIO_INJECT"
   echo "POD_SECURITY_FIXTURES=$POD_SECURITY_FIXTURES"
+  echo "OPENREPORTS_CRD=$OPENREPORTS_CRD"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -517,6 +533,7 @@ export TESTENV_ISTIO_INJECT='$ISTIO_INJECT'
 export TESTENV_CERT_MANAGER_CRDS='$CERT_MANAGER_CRDS'
 export TESTENV_SERVICEMONITOR_CRD='$SERVICEMONITOR_CRD'
 export TESTENV_POD_SECURITY_FIXTURES='$POD_SECURITY_FIXTURES'
+export TESTENV_OPENREPORTS_CRD='$OPENREPORTS_CRD'
 export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
 export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
 ENV

@@ -35,6 +35,8 @@ variants=(
   "no-pdb:--set podDisruptionBudget.enabled=false"
   "no-priority-class:--set priorityClassName="
   "extra-args:--set extraArgs={--resync-period=5m,--log-level=debug}"
+  "no-background-scan:--set backgroundScan.enabled=false"
+  "report-crd:--set backgroundScan.installReportCRD=true"
 )
 
 passed=0
@@ -66,19 +68,29 @@ if ! "$testenv" start "$cp_dir" --owner $$ >"$work/testenv.log" 2>&1; then
 fi
 # shellcheck disable=SC1091
 source "$cp_dir/env"
-for f in "$TESTENV_ISTIO_CRDS" "$TESTENV_CERT_MANAGER_CRDS" "$TESTENV_SERVICEMONITOR_CRD"; do
+for f in "$TESTENV_ISTIO_CRDS" "$TESTENV_CERT_MANAGER_CRDS" "$TESTENV_SERVICEMONITOR_CRD" \
+         "$TESTENV_OPENREPORTS_CRD"; do
   [ -e "$f" ] || { echo "FAIL: $f is missing (run scripts/testenv.sh build)"; exit 1; }
 done
+# The chart's copy of the OpenReports CRD is the pinned module's, unchanged.
+if cmp -s "$chart/files/openreports.io_reports.yaml" "$TESTENV_OPENREPORTS_CRD"; then
+  pass "files/openreports.io_reports.yaml is the pinned github.com/openreports/reports-api's"
+else
+  fail "files/openreports.io_reports.yaml is the pinned github.com/openreports/reports-api's"
+fi
+kubectl create --dry-run=client -o json -f "$TESTENV_OPENREPORTS_CRD" >"$work/openreports-crd.json"
+export OPENREPORTS_CRD_JSON="$work/openreports-crd.json"
 
 echo "==> installing the CRDs and the release namespace"
 # Server-side apply: the Istio and cert-manager CRDs are too big for the last-applied annotation.
 if ! { kubectl apply --server-side -f "$crds_dir/" -f "$TESTENV_ISTIO_CRDS" \
-         -f "$TESTENV_CERT_MANAGER_CRDS" -f "$TESTENV_SERVICEMONITOR_CRD" &&
+         -f "$TESTENV_CERT_MANAGER_CRDS" -f "$TESTENV_SERVICEMONITOR_CRD" \
+         -f "$TESTENV_OPENREPORTS_CRD" &&
        kubectl wait --for condition=established --timeout=60s \
          crd/segmentationpolicies.bulkhead.dev crd/segmentationexceptions.bulkhead.dev \
          crd/peerauthentications.security.istio.io crd/authorizationpolicies.security.istio.io \
          crd/certificates.cert-manager.io crd/issuers.cert-manager.io \
-         crd/servicemonitors.monitoring.coreos.com &&
+         crd/servicemonitors.monitoring.coreos.com crd/reports.openreports.io &&
        kubectl create namespace "$ns"; } >"$work/setup" 2>&1; then
   echo "FAIL: installing the CRDs and creating namespace $ns"
   indent "$work/setup"
@@ -254,6 +266,13 @@ expect_can no delete "$vwc/$release"
 # Pod Security labels: server-side apply (patch) on any namespace; never create, update or delete.
 expect_can yes patch namespaces/any-namespace
 for verb in create update delete; do expect_can no "$verb" namespaces; done
+# The background scan reads pods and workloads, writes only its Reports.
+for r in pods deployments.apps cronjobs.batch; do
+  expect_can yes list "$r"; expect_can yes watch "$r"; expect_can no create "$r"
+done
+expect_can no delete pods
+expect_can yes patch reports.openreports.io
+expect_can yes delete reports.openreports.io
 
 # What bulkhead (or cert-manager's cainjector) does at run time: write the CA into caBundle.
 ca_bundle=$(base64 -w0 <"$TESTENV_CA")

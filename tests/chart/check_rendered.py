@@ -11,6 +11,7 @@ VARIANT names the option set (see chart_test.sh): the invariants are checked for
 the rest against what that variant's option should change.
 """
 import json
+import os
 import sys
 
 RELEASE = "bulkhead"  # also the full name: the release name contains the chart name
@@ -259,6 +260,43 @@ if variant == "extra-args":
 else:
     last = "--tls-min-version=1.3" if cert_manager else "--cert-renew-before=720h"
     check(f"the last flag is the chart's own {last}", args[-1:] == [last], str(args[-1:]))
+
+# --- the background scan and its Reports -----------------------------------------------------
+
+scan_rules = [r for r in one("ClusterRole", f"{RELEASE}-controller").get("rules", [])
+              if set(r.get("apiGroups", [])) & {"apps", "batch", "openreports.io"}
+              or "pods" in r.get("resources", [])]
+report_crds = [o for o in objects_of("CustomResourceDefinition")
+               if o["metadata"]["name"] == "reports.openreports.io"]
+if variant == "no-background-scan":
+    check("no background scan: --background-scan=false", "--background-scan=false" in args,
+          str(args))
+    check("no background scan: no RBAC on pods, workloads or Reports", not scan_rules,
+          str(scan_rules))
+else:
+    check("background scan: --background-scan=true", "--background-scan=true" in args, str(args))
+    check("background scan: only list/watch on pods and workloads, all of Reports' verbs",
+          scan_rules == [
+              {"apiGroups": [""], "resources": ["pods", "replicationcontrollers"],
+               "verbs": ["list", "watch"]},
+              {"apiGroups": ["apps"],
+               "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+               "verbs": ["list", "watch"]},
+              {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"],
+               "verbs": ["list", "watch"]},
+              {"apiGroups": ["openreports.io"], "resources": ["reports"],
+               "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}],
+          str(scan_rules))
+if variant == "report-crd":
+    with open(os.environ["OPENREPORTS_CRD_JSON"]) as f:  # chart_test.sh: the module's, as JSON
+        upstream = json.load(f)
+    crd = report_crds[0] if len(report_crds) == 1 else {}
+    check("report-crd: the OpenReports CRD, its spec as the pinned module has it",
+          crd.get("spec") == upstream["spec"], str(crd.get("metadata")))
+    check("report-crd: kept on uninstall",
+          crd.get("metadata", {}).get("annotations", {}).get("helm.sh/resource-policy") == "keep")
+else:
+    check("no OpenReports CRD unless asked for", not report_crds)
 
 if variant == "defaults":
     spread = pod.get("topologySpreadConstraints", [])

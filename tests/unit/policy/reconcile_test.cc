@@ -136,10 +136,10 @@ TEST_CASE("policyStatus: segmented, conflicting and failing namespaces") {
   in.policy = &p;
   in.meshAvailable = true;
   in.now = kNow;
-  in.selected = {{"a", "baseline", true, "", {}},
-                 {"b", "baseline", false, "Forbidden: networkpolicies", {}},
-                 {"c", "strict", false, "", {}},
-                 {"d", "baseline", true, "", {"networkpolicy \"open\" reaches outside"}}};
+  in.selected = {{"a", "baseline", true, "", {}, {}},
+                 {"b", "baseline", false, "Forbidden: networkpolicies", {}, {}},
+                 {"c", "strict", false, "", {}, {}},
+                 {"d", "baseline", true, "", {"networkpolicy \"open\" reaches outside"}, {}}};
   in.oldStatus = {{"conditions",
                    {cond("Ready", "False", "Progressing", "x", "2026-11-30T08:00:00Z"),
                     cond("MeshAvailable", "True", "IstioServed", "x", "2026-11-01T00:00:00Z")}}};
@@ -169,7 +169,7 @@ TEST_CASE("policyStatus: all segmented; an invalid spec says why") {
   PolicyStatusInput in;
   in.policy = &p;
   in.now = kNow;
-  in.selected = {{"a", "baseline", true, "", {}}};
+  in.selected = {{"a", "baseline", true, "", {}, {}}};
   json status = policyStatus(in);
   CHECK(status["conditions"][0] ==
         cond("Ready", "True", "Segmented", "1 of 1 namespaces segmented"));
@@ -181,13 +181,30 @@ TEST_CASE("policyStatus: all segmented; an invalid spec says why") {
         cond("Ready", "False", "InvalidSpec", "spec.priority: must be an integer"));
 }
 
+TEST_CASE("policyStatus: the background scan's counts, summed over the namespaces it governs") {
+  const SegmentationPolicy p = policyNamed("baseline", 4);
+  PolicyStatusInput in;
+  in.policy = &p;
+  in.now = kNow;
+  in.selected = {{"a", "baseline", true, "", {}, std::pair<int64_t, int64_t>{3, 1}},
+                 {"b", "baseline", true, "", {}, std::nullopt},  // not scanned yet
+                 {"c", "strict", true, "", {}, std::pair<int64_t, int64_t>{7, 7}},  // not ours
+                 {"d", "baseline", true, "", {}, std::pair<int64_t, int64_t>{2, 0}}};
+  json status = policyStatus(in);
+  CHECK_FALSE(status.contains("violatingPods"));  // the scan is off: no count, rather than 0
+  in.backgroundScan = true;
+  status = policyStatus(in);
+  CHECK(status["violatingPods"] == 5);
+  CHECK(status["violatingWorkloads"] == 1);
+}
+
 TEST_CASE("policyStatus: long lists are cut with a count") {
   const SegmentationPolicy p = policyNamed("baseline", 4);
   PolicyStatusInput in;
   in.policy = &p;
   in.now = kNow;
   for (int i = 0; i < 23; ++i) {
-    in.selected.push_back({"ns" + std::to_string(100 + i), "strict", false, "", {}});
+    in.selected.push_back({"ns" + std::to_string(100 + i), "strict", false, "", {}, {}});
   }
   const std::string message = policyStatus(in)["conditions"][1]["message"];
   CHECK(message.find("ns119 (by strict) and 3 more") != std::string::npos);

@@ -1,0 +1,3 @@
+module bulkhead.dev/bench/peers-load
+
+go 1.22
