@@ -402,6 +402,12 @@ void Controllers::stop() {
     ctx_.setReports(nullptr);
     cache_.drop(resources::kReports);
   }
+  // Only the leader scans: a replica that no longer leads does not keep every pod in memory.
+  if (ctx_.options.backgroundScan) {
+    for (const auto& type : resources::kScanned) {
+      cache_.drop(type);
+    }
+  }
 }
 
 }  // namespace bulkhead::controller

@@ -34,6 +34,8 @@ StatusOr<kube::Result> PostureReconciler::reconcile(const std::string& ns) {
   kube::ObjectPtr nsObject = ctx_.caches.namespaces->store().get(ns);
   if (nsObject == nullptr || policy::isTerminating(*nsObject)) {
     ctx_.setPosture(ns, std::nullopt);  // its Report goes with it
+    std::lock_guard lock(mu_);
+    pending_.erase(ns);
     return kube::Result{};
   }
   auto all = ctx_.policies();

@@ -323,13 +323,17 @@ std::string injectionRequest(const std::string& ns, const Labels& namespaceLabel
   return "";
 }
 
+bool isMeshMetadataKey(std::string_view k) {
+  return k.starts_with("sidecar.istio.io/") || k.starts_with(kTrafficPrefix) ||
+         k.starts_with("ambient.istio.io/") || k.starts_with("proxy.istio.io/") ||
+         k.starts_with("istio.io/");
+}
+
 bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationPolicy& policy) {
   auto read = [&](const Labels& labels, bool isLabels) {
     Labels out;
     for (const auto& [k, v] : labels) {
-      bool ruleReads = k.starts_with("sidecar.istio.io/") || k.starts_with(kTrafficPrefix) ||
-                       k.starts_with("ambient.istio.io/") || k.starts_with("proxy.istio.io/") ||
-                       k.starts_with("istio.io/");
+      bool ruleReads = isMeshMetadataKey(k);
       if (isLabels) {
         const auto& req = policy.podRules.requiredLabels;
         ruleReads |= std::find(req.begin(), req.end(), k) != req.end();

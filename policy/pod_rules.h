@@ -66,6 +66,10 @@ struct Violation {
 // (any revision) or istio-injection=enabled, as Istio's injector selects namespaces; "" if not.
 std::string injectionRequest(const std::string& ns, const Labels& namespaceLabels);
 
+// Whether a label or annotation key is one of the mesh's that the rules read (Istio's sidecar,
+// traffic, ambient and proxy keys).
+bool isMeshMetadataKey(std::string_view key);
+
 // Do `a` and `b` agree on every label and annotation the rules of `policy` read (the required
 // labels, and the mesh's sidecar, traffic, ambient and proxy keys)?
 bool ruleMetadataEqual(const PodFacts& a, const PodFacts& b, const SegmentationPolicy& policy);

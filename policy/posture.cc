@@ -71,6 +71,21 @@ json scannedPodSpec(const json& spec) {
   return out;
 }
 
+// The annotations the rules read (the mesh's); other ones (checksums, tools' notes, kubectl's
+// last-applied copy of the whole object) are often large.
+json meshAnnotations(const json& annotations) {
+  if (!annotations.is_object()) {
+    return annotations;  // left for the decoder to refuse
+  }
+  json out = json::object();
+  for (const auto& [key, value] : annotations.items()) {
+    if (isMeshMetadataKey(key)) {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
 // Whether `object` is controlled by an object of a kind that is scanned in its place.
 bool controlledByScannedOwner(const json& object) {
   const json& md = object.value("metadata", json::object());
@@ -112,41 +127,43 @@ std::string severityOf(std::string_view rule) {
 }  // namespace
 
 void keepScannedFields(json& object, std::string_view kind) {
+  json kept = {{"kind", std::string(kind)}};
+  json rules = {{"kind", std::string(kind)}};  // what decodePodFacts reads
   if (!object.is_object()) {
+    object = std::move(kept);
     return;
   }
-  json out = {{"kind", std::string(kind)}};
   if (auto md = object.find("metadata"); md != object.end() && md->is_object()) {
     json meta = json::object();
     copyMembers(*md, meta,
-                {"name", "generateName", "namespace", "uid", "resourceVersion", "labels",
-                 "annotations", "deletionTimestamp"});
-    if (auto ann = meta.find("annotations"); ann != meta.end() && ann->is_object()) {
-      ann->erase("kubectl.kubernetes.io/last-applied-configuration");
-    }
+                {"name", "generateName", "namespace", "uid", "resourceVersion",
+                 "deletionTimestamp"});
     json owners = json::array();
     for (const auto& ref : md->value("ownerReferences", json::array())) {
       if (ref.is_object() && ref.value("controller", false)) {
-        json kept = json::object();
-        copyMembers(ref, kept, {"apiVersion", "kind", "name", "controller"});
-        owners.push_back(std::move(kept));
+        json owner = json::object();
+        copyMembers(ref, owner, {"apiVersion", "kind", "name", "controller"});
+        owners.push_back(std::move(owner));
       }
     }
     if (!owners.empty()) {
       meta["ownerReferences"] = std::move(owners);
     }
-    out["metadata"] = std::move(meta);
+    kept["metadata"] = std::move(meta);
+    json ruleMeta = json::object();
+    copyMembers(*md, ruleMeta, {"name", "generateName", "namespace", "labels"});
+    if (auto ann = md->find("annotations"); ann != md->end()) {
+      ruleMeta["annotations"] = meshAnnotations(*ann);
+    }
+    rules["metadata"] = std::move(ruleMeta);
   }
   // Down to the pod template, keeping the path's objects (and each template's metadata).
   std::optional<std::string_view> templatePath = podTemplatePath(kind);
-  if (!templatePath.has_value()) {
-    object = std::move(out);
-    return;
-  }
   const json* from = &object;
-  json* to = &out;
-  std::string_view rest = *templatePath;
-  while (!rest.empty()) {
+  json* to = &rules;
+  std::string_view rest = templatePath.value_or("");
+  bool complete = templatePath.has_value();
+  while (complete && !rest.empty()) {
     const size_t dot = rest.find('.');
     const std::string key(rest.substr(0, dot));
     rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
@@ -155,27 +172,33 @@ void keepScannedFields(json& object, std::string_view kind) {
       if (it != from->end()) {
         (*to)[key] = *it;  // left for the decoder to refuse
       }
-      object = std::move(out);
-      return;
+      complete = false;
+      break;
     }
     from = &*it;
     to = &((*to)[key] = json::object());
   }
-  if (to != &out) {  // a template: its own metadata (a Pod's is above)
-    if (auto md = from->find("metadata"); md != from->end()) {
-      json meta = json::object();
-      if (md->is_object()) {
-        copyMembers(*md, meta, {"labels", "annotations"});
-      } else {
-        meta = *md;
+  if (complete) {
+    if (to != &rules) {  // a template: its own metadata (a Pod's is above)
+      if (auto md = from->find("metadata"); md != from->end()) {
+        json meta = json::object();
+        if (md->is_object()) {
+          copyMembers(*md, meta, {"labels"});
+          if (auto ann = md->find("annotations"); ann != md->end()) {
+            meta["annotations"] = meshAnnotations(*ann);
+          }
+        } else {
+          meta = *md;
+        }
+        (*to)["metadata"] = std::move(meta);
       }
-      (*to)["metadata"] = std::move(meta);
+    }
+    if (auto spec = from->find("spec"); spec != from->end()) {
+      (*to)["spec"] = scannedPodSpec(*spec);
     }
   }
-  if (auto spec = from->find("spec"); spec != from->end()) {
-    (*to)["spec"] = scannedPodSpec(*spec);
-  }
-  object = std::move(out);
+  kept["scanned"] = rules.dump();
+  object = std::move(kept);
 }
 
 Posture scanNamespace(const PostureInput& in) {
@@ -205,7 +228,8 @@ Posture scanNamespace(const PostureInput& in) {
     }
     (isPod ? out.pods : out.workloads) += 1;
     Finding ref{apiVersionOf(kind), kind, md.value("name", ""), md.value("uid", ""), "", ""};
-    auto facts = decodePodFacts(*object);
+    const json rules = json::parse(object->value("scanned", "{}"), nullptr, false);
+    auto facts = decodePodFacts(rules);
     if (!facts.ok()) {
       ++out.unreadable;
       ref.message = "bulkhead: cannot read the " + kind + ": " + facts.status().message();

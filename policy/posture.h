@@ -30,10 +30,13 @@ inline constexpr const char* kReportApiVersion = "openreports.io/v1alpha1";
 // and etcd refuses objects above about 1.5 MB.
 inline constexpr size_t kMaxReportResults = 1000;
 
-// What a cache needs to keep of a Pod or workload for the scan: the fields the pod rules read
-// (see decodePodFacts), metadata's name, namespace, uid, labels, annotations and controller
-// ownerReferences, and `kind` (which list items lack). Everything else (status, resources,
-// volumes, env...) goes: it is most of a pod's size.
+// What a cache keeps of a Pod or workload for the scan, in little memory: `kind` (which list
+// items lack), metadata's name, namespace, uid, resourceVersion, deletionTimestamp and controller
+// ownerReferences as they are, and under "scanned" one string: the JSON of exactly what the pod
+// rules read (see decodePodFacts: the pod's or template's labels and annotations, host
+// namespaces, security contexts, and each container's name, image, command, args, restartPolicy,
+// hostPorts and securityContext). Everything else (status, resources, env, volumes...) goes: it
+// is most of a pod's size, and a parsed JSON object costs several times its text.
 void keepScannedFields(nlohmann::json& object, std::string_view kind);
 
 struct PostureInput {

@@ -71,9 +71,10 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # No kubelet runs here, so the chart's pods never start: bulkhead runs on loopback instead, and
 # the chart's webhook configuration calls it there.
 show helm install bulkhead charts/bulkhead --namespace bulkhead-system --create-namespace \
-  --set webhook.url=https://127.0.0.1:$port/validate
+  --set webhook.url=https://127.0.0.1:$port/validate --set backgroundScan.installReportCRD=true
 helm install bulkhead charts/bulkhead --namespace bulkhead-system --create-namespace \
-  --set "webhook.url=https://127.0.0.1:$port/validate" | grep -E '^(NAME|STATUS)'
+  --set "webhook.url=https://127.0.0.1:$port/validate" --set backgroundScan.installReportCRD=true |
+  grep -E '^(NAME|STATUS)'
 kubectl wait --for condition=established --timeout=60s crd/segmentationpolicies.bulkhead.dev \
   crd/peerauthentications.security.istio.io >/dev/null
 show kubectl get all,pdb,validatingwebhookconfiguration -n bulkhead-system -l app.kubernetes.io/instance=bulkhead

@@ -125,6 +125,36 @@ else
   fail "no Warn-mode warning"
 fi
 
+step "Before enforcing: the background scan finds what Enforce would refuse, and follows fixes"
+# lab is in Warn mode: tool-1 is running on the host network. The leader judges existing pods
+# and workloads too, counts them on the policy's status and, where the OpenReports CRD is
+# installed, lists them in a Report per namespace.
+violating_pods_are() {
+  [ "$(kubectl get segpol lenient -o jsonpath='{.status.violatingPods}')" = "$1" ]
+}
+report_warnings_are() {  # a Warn policy's findings are warnings
+  [ "$(kubectl get reports.openreports.io bulkhead -n lab -o jsonpath='{.summary.warn}')" = "$1" ]
+}
+until_true 30 violating_pods_are 1 && pass "SegmentationPolicy lenient: violatingPods 1" ||
+  fail "the status does not count tool-1"
+run kubectl get segpol lenient -o wide
+if kubectl get crd reports.openreports.io >/dev/null 2>&1; then
+  until_true 30 report_warnings_are 1 && pass "the Report in lab lists tool-1" ||
+    fail "no Report lists tool-1"
+  run kubectl get reports.openreports.io -n lab
+  run kubectl get reports.openreports.io bulkhead -n lab \
+    -o jsonpath='{range .results[*]}{.resources[0].kind}/{.resources[0].name} {.rule}: {.message}{"\n"}{end}'
+else
+  echo "(the OpenReports CRD is not installed here: the counts only)"
+fi
+run kubectl delete pod tool-1 -n lab --wait=false
+until_true 30 violating_pods_are 0 && pass "fixed: violatingPods 0" ||
+  fail "the count did not reach zero after the fix"
+if kubectl get crd reports.openreports.io >/dev/null 2>&1; then
+  until_true 30 report_warnings_are 0 && pass "fixed: the Report lists nothing" ||
+    fail "the Report still lists tool-1"
+fi
+
 step "Pod Security composed in: the API server's own admission enforces each policy's level"
 # pod_volume NAME NAMESPACE: a pod that mounts a directory of the node (Bulkhead has no rule on it).
 pod_volume() {

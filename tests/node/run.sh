@@ -58,10 +58,11 @@ kubectl apply --server-side -f "$TESTENV_ISTIO_CRDS" >/dev/null
 t=$SECONDS
 show helm install bulkhead charts/bulkhead -n bulkhead-system --create-namespace \
   --set image.repository="${NODE_BULKHEAD_IMAGE%:*}" --set image.tag="${NODE_BULKHEAD_IMAGE##*:}" \
-  --set image.pullPolicy=Never --wait
+  --set image.pullPolicy=Never --set backgroundScan.installReportCRD=true --wait
 helm install bulkhead charts/bulkhead -n bulkhead-system --create-namespace \
   --set image.repository="${NODE_BULKHEAD_IMAGE%:*}" --set image.tag="${NODE_BULKHEAD_IMAGE##*:}" \
-  --set image.pullPolicy=Never --wait --timeout 180s | grep -E '^(NAME|STATUS)'
+  --set image.pullPolicy=Never --set backgroundScan.installReportCRD=true --wait --timeout 180s |
+  grep -E '^(NAME|STATUS)'
 echo "both replicas Ready $((SECONDS - t)) s after helm install"
 show kubectl get pods,lease -n bulkhead-system -o wide
 kubectl get pods,lease -n bulkhead-system -o wide

@@ -53,15 +53,21 @@ json listedPod() {
 
 TEST_CASE("keepScannedFields keeps exactly what the rules read, and they read the same") {
   json pod = listedPod();
+  pod["metadata"]["annotations"]["sidecar.istio.io/inject"] = "true";
+  json full = pod;
   keepScannedFields(pod, "Pod");
   const json expected = json::parse(R"({
     "kind": "Pod",
     "metadata": {"name": "web-1", "namespace": "shop", "uid": "u-web-1",
                  "resourceVersion": "812", "generateName": "web-",
-                 "labels": {"app.kubernetes.io/name": "web"},
-                 "annotations": {"team": "shop"},
                  "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                      "name": "web-5d8f", "controller": true}]},
+                                      "name": "web-5d8f", "controller": true}]}
+  })");
+  const json expectedRules = json::parse(R"({
+    "kind": "Pod",
+    "metadata": {"name": "web-1", "namespace": "shop", "generateName": "web-",
+                 "labels": {"app.kubernetes.io/name": "web"},
+                 "annotations": {"sidecar.istio.io/inject": "true"}},
     "spec": {"hostNetwork": true,
              "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
              "containers": [{"name": "web", "image": "nginx:1.27",
@@ -71,12 +77,16 @@ TEST_CASE("keepScannedFields keeps exactly what the rules read, and they read th
              "initContainers": [{"name": "init", "image": "busybox", "command": ["true"],
                                  "restartPolicy": "Always"}]}
   })");
-  CHECK(pod == expected);
+  const json rules = json::parse(pod.value("scanned", "{}"));
+  CHECK(pod.size() == 3);
+  CHECK(pod["kind"] == expected["kind"]);
+  CHECK(pod["metadata"] == expected["metadata"]);
+  CHECK(rules == expectedRules);
 
-  json full = listedPod();
+  // The rules read the same facts, but for the annotations they do not read.
   full["kind"] = "Pod";
-  full["metadata"]["annotations"].erase("kubectl.kubernetes.io/last-applied-configuration");
-  CHECK(decodePodFacts(pod).value() == decodePodFacts(full).value());
+  full["metadata"]["annotations"] = {{"sidecar.istio.io/inject", "true"}};
+  CHECK(decodePodFacts(rules).value() == decodePodFacts(full).value());
 
   // A CronJob keeps the path down to its template, and the template's labels and annotations.
   json cronJob = {
@@ -93,19 +103,21 @@ TEST_CASE("keepScannedFields keeps exactly what the rules read, and they read th
       {"status", {{"active", json::array()}}}};
   json kept = cronJob;
   keepScannedFields(kept, "CronJob");
-  CHECK(kept["spec"].size() == 1);
-  CHECK(kept["spec"]["jobTemplate"]["spec"].size() == 1);
-  CHECK(kept["spec"]["jobTemplate"]["spec"]["template"]["metadata"] ==
+  const json cronRules = json::parse(kept.value("scanned", "{}"));
+  CHECK(cronRules["spec"].size() == 1);
+  CHECK(cronRules["spec"]["jobTemplate"]["spec"].size() == 1);
+  CHECK(cronRules["spec"]["jobTemplate"]["spec"]["template"]["metadata"] ==
         json{{"labels", {{"app.kubernetes.io/name", "nightly"}}}});
   CHECK(!kept.contains("status"));
   cronJob["kind"] = "CronJob";
-  CHECK(decodePodFacts(kept).value() == decodePodFacts(cronJob).value());
+  CHECK(decodePodFacts(cronRules).value() == decodePodFacts(cronJob).value());
 
   // A field of the wrong type stays, so that the scan reports the object as unreadable.
   json broken = {{"metadata", {{"name", "b"}}}, {"spec", {{"containers", "web"}}}};
   keepScannedFields(broken, "Pod");
-  CHECK(broken["spec"]["containers"] == "web");
-  CHECK(!decodePodFacts(broken).ok());
+  const json brokenRules = json::parse(broken.value("scanned", "{}"));
+  CHECK(brokenRules["spec"]["containers"] == "web");
+  CHECK(!decodePodFacts(brokenRules).ok());
 }
 
 json pod(const std::string& name, json spec, json labels = {{"app.kubernetes.io/name", "x"}}) {
@@ -116,6 +128,13 @@ json pod(const std::string& name, json spec, json labels = {{"app.kubernetes.io/
     p["metadata"]["labels"] = std::move(labels);
   }
   return p;
+}
+
+// As the scan's cache holds it.
+json cached(json object) {
+  const std::string kind = object.value("kind", "");
+  keepScannedFields(object, kind);
+  return object;
 }
 
 json container(json extra = json::object()) {
@@ -152,7 +171,11 @@ struct Scan {
     in.namespaceLabels = &labels;
     in.exceptions = &exceptions;
     in.now = kNow;
+    std::vector<json> compact;
     for (const auto& o : objects) {
+      compact.push_back(cached(o));
+    }
+    for (const auto& o : compact) {
       in.objects.push_back(&o);
     }
     return scanNamespace(in);
