@@ -23,10 +23,6 @@ namespace {
 
 using nlohmann::json;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
-const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
-                                     "SegmentationException", true};
 
 using Document = kube::ManifestDocument;
 
@@ -68,13 +64,13 @@ Status readCluster(const std::string& kubeconfig, World& world) {
   load.kubeconfigFlag = kubeconfig;
   ASSIGN_OR_RETURN(auto config, kube::loadRestConfig(load));
   ASSIGN_OR_RETURN(auto client, kube::ClientImpl::create(config, std::make_shared<RealClock>()));
-  ASSIGN_OR_RETURN(auto policies, client->list(kPolicies, "", {}));
+  ASSIGN_OR_RETURN(auto policies, client->list(kube::resources::kSegmentationPolicies, "", {}));
   world.policyObjects = policies.items;
   ASSIGN_OR_RETURN(auto namespaces, client->list(kube::resources::kNamespaces, "", {}));
   for (const auto& ns : namespaces.items) {
     world.namespaceLabels[ns["metadata"].value("name", "")] = policy::labelsOf(ns);
   }
-  auto exceptions = client->list(kExceptions, "", {});
+  auto exceptions = client->list(kube::resources::kSegmentationExceptions, "", {});
   if (exceptions.ok()) {
     for (const auto& e : exceptions->items) {
       if (auto ex = policy::decodeSegmentationException(e); ex.ok()) {

@@ -21,11 +21,6 @@ namespace {
 
 using nlohmann::json;
 
-const kube::ResourceType kGrants{"bulkhead.dev", "v1alpha1", "accessgrants", "AccessGrant", true};
-const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1", "peerauthentications",
-                                              "PeerAuthentication", true};
-const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1", "authorizationpolicies",
-                                                "AuthorizationPolicy", true};
 
 // What the explanation reads, from the cluster or from files.
 struct Inputs {
@@ -77,7 +72,7 @@ Status readCluster(const std::string& kubeconfig, Inputs& in) {
     }
   }
   // Optional APIs: absent is fine.
-  for (const auto* type : {&kGrants, &kPeerAuthentications, &kAuthorizationPolicies}) {
+  for (const auto* type : {&kube::resources::kAccessGrants, &kube::resources::kPeerAuthentications, &kube::resources::kAuthorizationPolicies}) {
     if (auto list = client->list(*type, "", {}); list.ok()) {
       for (auto& o : list->items) {
         o["kind"] = type->kind;

@@ -39,11 +39,12 @@ void ControllerContext::rebuildPolicies() {
 
 const policy::SegmentationPolicy* ControllerContext::governing(
     const std::vector<policy::SegmentationPolicy>& all, const std::string& ns) const {
-  kube::ObjectPtr object = caches.namespaces->store().get(ns);
-  if (object == nullptr) {
+  std::lock_guard lock(mu_);
+  auto it = namespaceFacts_.find(ns);
+  if (it == namespaceFacts_.end()) {
     return nullptr;
   }
-  return policy::governingPolicy(all, {ns, policy::labelsOf(*object)}, options.installNamespace);
+  return policy::governingPolicy(all, it->second, options.installNamespace);
 }
 
 policy::ClusterFacts ControllerContext::facts() const {

@@ -32,31 +32,13 @@ struct ControllerOptions {
   bool backgroundScan = true;
 };
 
-namespace resources {
-inline const kube::ResourceType kSegmentationPolicies{
-    "bulkhead.dev", "v1alpha1", "segmentationpolicies", "SegmentationPolicy", false};
-inline const kube::ResourceType kSegmentationExceptions{
-    "bulkhead.dev", "v1alpha1", "segmentationexceptions", "SegmentationException", true};
-inline const kube::ResourceType kAccessGrants{"bulkhead.dev", "v1alpha1", "accessgrants",
-                                              "AccessGrant", true};
-inline const kube::ResourceType kPeerAuthentications{
-    "security.istio.io", "v1", "peerauthentications", "PeerAuthentication", true};
-inline const kube::ResourceType kAuthorizationPolicies{
-    "security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", true};
-inline const kube::ResourceType kReports{"openreports.io", "v1alpha1", "reports", "Report", true};
+namespace resources = kube::resources;
+
 // What the background scan reads: Pods and every workload kind that runs them.
-inline const kube::ResourceType kReplicationControllers{"", "v1", "replicationcontrollers",
-                                                        "ReplicationController", true};
-inline const kube::ResourceType kDeployments{"apps", "v1", "deployments", "Deployment", true};
-inline const kube::ResourceType kStatefulSets{"apps", "v1", "statefulsets", "StatefulSet", true};
-inline const kube::ResourceType kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
-inline const kube::ResourceType kReplicaSets{"apps", "v1", "replicasets", "ReplicaSet", true};
-inline const kube::ResourceType kJobs{"batch", "v1", "jobs", "Job", true};
-inline const kube::ResourceType kCronJobs{"batch", "v1", "cronjobs", "CronJob", true};
-inline const std::vector<kube::ResourceType> kScanned = {
-    kube::resources::kPods, kReplicationControllers, kDeployments, kStatefulSets, kDaemonSets,
-    kReplicaSets,           kJobs,                   kCronJobs};
-}  // namespace resources
+inline const std::vector<kube::ResourceType> kScannedTypes = {
+    resources::kPods,        resources::kReplicationControllers, resources::kDeployments,
+    resources::kStatefulSets, resources::kDaemonSets,            resources::kReplicaSets,
+    resources::kJobs,         resources::kCronJobs};
 
 // Index of the generated objects' caches: the bulkhead.dev/policy label.
 inline constexpr const char* kPolicyIndex = "policy";
@@ -82,7 +64,7 @@ struct Caches {
   std::shared_ptr<kube::Informer> endpointSlices;  // default/kubernetes only
   std::shared_ptr<kube::Informer> exceptions;
   std::shared_ptr<kube::Informer> grants;
-  // Pods and workloads, for the background scan (empty when it is off), as resources::kScanned.
+  // Pods and workloads, for the background scan (empty when it is off), as kScannedTypes.
   std::vector<std::shared_ptr<kube::Informer>> scanned;
 };
 

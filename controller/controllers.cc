@@ -62,7 +62,7 @@ Caches cachesFrom(kube::SharedCache& cache, const ControllerOptions& options) {
     return source.empty() ? std::vector<std::string>{} : std::vector<std::string>{source};
   });
   if (options.backgroundScan) {
-    for (const auto& type : resources::kScanned) {
+    for (const auto& type : kScannedTypes) {
       c.scanned.push_back(cache.informer(type));
     }
   }
@@ -76,7 +76,7 @@ void configureCache(kube::SharedCache& cache, const ControllerOptions& options) 
       kube::resources::kNamespaces,
       [manager = options.podSecurityFieldManager](json& ns) { keepOwnManagedFields(ns, manager); });
   // The background scan caches every Pod and workload: only what the rules read.
-  for (const auto& type : resources::kScanned) {
+  for (const auto& type : kScannedTypes) {
     cache.setTransform(type, [kind = type.kind](json& o) { policy::keepScannedFields(o, kind); });
   }
 }
@@ -143,8 +143,8 @@ void Controllers::updateMesh() {
     m.authorizationPolicies = cache_.informer(resources::kAuthorizationPolicies, managed);
     m.tenantPeerAuthentications = cache_.informer(resources::kPeerAuthentications, tenant);
     m.tenantAuthorizationPolicies = cache_.informer(resources::kAuthorizationPolicies, tenant);
-    for (const auto* inf : {m.peerAuthentications.get(), m.authorizationPolicies.get()}) {
-      auto& store = const_cast<kube::Informer*>(inf)->store();
+    for (const auto& inf : {m.peerAuthentications, m.authorizationPolicies}) {
+      auto& store = inf->store();
       store.addIndex(kPolicyIndex, kube::labelIndex(policy::kPolicyLabel));
       store.addIndex(kGrantIndex, grantOf);
     }
@@ -404,7 +404,7 @@ void Controllers::stop() {
   }
   // Only the leader scans: a replica that no longer leads does not keep every pod in memory.
   if (ctx_.options.backgroundScan) {
-    for (const auto& type : resources::kScanned) {
+    for (const auto& type : kScannedTypes) {
       cache_.drop(type);
     }
   }

@@ -60,6 +60,29 @@ inline const ResourceType kValidatingWebhookConfigurations{
 inline const ResourceType kCustomResourceDefinitions{"apiextensions.k8s.io", "v1",
                                                      "customresourcedefinitions",
                                                      "CustomResourceDefinition", false};
+// The workload kinds that run pods.
+inline const ResourceType kReplicationControllers{"", "v1", "replicationcontrollers",
+                                                  "ReplicationController", true};
+inline const ResourceType kDeployments{"apps", "v1", "deployments", "Deployment", true};
+inline const ResourceType kStatefulSets{"apps", "v1", "statefulsets", "StatefulSet", true};
+inline const ResourceType kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};
+inline const ResourceType kReplicaSets{"apps", "v1", "replicasets", "ReplicaSet", true};
+inline const ResourceType kJobs{"batch", "v1", "jobs", "Job", true};
+inline const ResourceType kCronJobs{"batch", "v1", "cronjobs", "CronJob", true};
+
+// Bulkhead's own APIs (the versions it speaks), and those of the tools it writes to.
+inline const ResourceType kSegmentationPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
+                                                "SegmentationPolicy", false};
+inline const ResourceType kSegmentationExceptions{
+    "bulkhead.dev", "v1alpha1", "segmentationexceptions", "SegmentationException", true};
+inline const ResourceType kAccessGrants{"bulkhead.dev", "v1alpha1", "accessgrants", "AccessGrant",
+                                        true};
+inline const ResourceType kPeerAuthentications{"security.istio.io", "v1", "peerauthentications",
+                                               "PeerAuthentication", true};
+inline const ResourceType kAuthorizationPolicies{"security.istio.io", "v1",
+                                                 "authorizationpolicies", "AuthorizationPolicy",
+                                                 true};
+inline const ResourceType kReports{"openreports.io", "v1alpha1", "reports", "Report", true};
 }  // namespace resources
 
 }  // namespace bulkhead::kube

@@ -14,12 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
-const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
-                                     "SegmentationException", true};
-const kube::ResourceType kPeerAuthentications{"security.istio.io", "v1", "peerauthentications",
-                                              "PeerAuthentication", true};
 
 metrics::Counter& requestsTotal(const std::string& rule, const char* decision,
                                 const std::string& mode) {
@@ -74,14 +68,14 @@ AdmissionHandler::AdmissionHandler(kube::ClientPtr client, ClockPtr clock, kube:
       discovery_(discovery),
       options_(std::move(options)),
       namespaces_(cache.informer(kube::resources::kNamespaces)),
-      policies_(cache.informer(kPolicies)),
+      policies_(cache.informer(kube::resources::kSegmentationPolicies)),
       networkPolicies_(
           cache.informer(kube::resources::kNetworkPolicies, policy::kManagedBySelector)),
-      exceptions_(cache.informer(kExceptions)),
+      exceptions_(cache.informer(kube::resources::kSegmentationExceptions)),
       events_(
           std::make_unique<kube::EventRecorder>(client_, clock_, "bulkhead-webhook", "webhook")),
       decoded_(std::make_shared<const std::vector<policy::SegmentationPolicy>>()) {
-  discovery_.track(kPeerAuthentications);
+  discovery_.track(kube::resources::kPeerAuthentications);
 }
 
 AdmissionHandler::~AdmissionHandler() { stop(); }
@@ -101,7 +95,7 @@ void AdmissionHandler::stop() {
 }
 
 bool AdmissionHandler::ready() const {
-  if (!discovery_.served(kPeerAuthentications).has_value()) {
+  if (!discovery_.served(kube::resources::kPeerAuthentications).has_value()) {
     return false;  // requireSidecar depends on it
   }
   return namespaces_->hasSynced() && policies_->hasSynced() && networkPolicies_->hasSynced() &&
@@ -173,7 +167,7 @@ policy::Decision AdmissionHandler::decidePod(
   review.pod = &*facts;
   review.governing = policy::governingPolicy(all, {req.ns, nsLabels}, options_.installNamespace);
   review.namespaceLabels = &nsLabels;
-  review.meshAvailable = discovery_.served(kPeerAuthentications).value_or(false);
+  review.meshAvailable = discovery_.served(kube::resources::kPeerAuthentications).value_or(false);
   review.defaultDenyExists =
       networkPolicies_->store().contains(req.ns + "/" + policy::kDefaultDenyName);
   review.exceptions = &exceptions;

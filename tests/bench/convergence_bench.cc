@@ -47,8 +47,7 @@ using testing::secondsSince;
 using testing::statusKb;
 using testing::Steady;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
+const kube::ResourceType& kPolicies = kube::resources::kSegmentationPolicies;
 
 // The samples of a family on the controller's /metrics that are not zero, one per line.
 std::string nonZero(int port, const std::string& family) {

@@ -47,11 +47,9 @@ using testing::freePort;
 using testing::secondsSince;
 using testing::Steady;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
-const kube::ResourceType kGrants{"bulkhead.dev", "v1alpha1", "accessgrants", "AccessGrant", true};
-const kube::ResourceType kAuthorizationPolicies{"security.istio.io", "v1", "authorizationpolicies",
-                                                "AuthorizationPolicy", true};
+const kube::ResourceType& kPolicies = kube::resources::kSegmentationPolicies;
+const kube::ResourceType& kGrants = kube::resources::kAccessGrants;
+const kube::ResourceType& kAuthorizationPolicies = kube::resources::kAuthorizationPolicies;
 constexpr const char* kGrantObjects = "app.kubernetes.io/managed-by=bulkhead,bulkhead.dev/grant";
 
 // Counts each grant's live generated objects from a watch (ADDED +1, DELETED -1) and remembers

@@ -43,9 +43,8 @@ using testing::secondsSince;
 using testing::statusKb;
 using testing::Steady;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
-const kube::ResourceType kReports{"openreports.io", "v1alpha1", "reports", "Report", true};
+const kube::ResourceType& kPolicies = kube::resources::kSegmentationPolicies;
+const kube::ResourceType& kReports = kube::resources::kReports;
 
 std::string nsName(int64_t i) { return "scan-" + std::to_string(i); }
 

@@ -33,10 +33,8 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Steady = std::chrono::steady_clock;
 
-const kube::ResourceType kPolicies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
-                                   "SegmentationPolicy", false};
-const kube::ResourceType kPeerAuths{"security.istio.io", "v1", "peerauthentications",
-                                    "PeerAuthentication", true};
+const kube::ResourceType& kPolicies = kube::resources::kSegmentationPolicies;
+const kube::ResourceType& kPeerAuths = kube::resources::kPeerAuthentications;
 constexpr const char* kManaged = "app.kubernetes.io/managed-by=bulkhead";
 
 std::shared_ptr<kube::Client> admin() {
@@ -321,8 +319,7 @@ TEST_CASE("SegmentationException status: Pending, Active on approval, Expired at
   REQUIRE(admin()->create(kPolicies, guarded).ok());
   createNamespace("vault", {{"vault", "on"}});
   createNamespace("open-ns", {});
-  const kube::ResourceType kExceptions{"bulkhead.dev", "v1alpha1", "segmentationexceptions",
-                                       "SegmentationException", true};
+  const kube::ResourceType& kExceptions = kube::resources::kSegmentationExceptions;
   auto exception = [](const std::string& name, const std::string& ns, seconds lifetime) {
     return json{{"apiVersion", "bulkhead.dev/v1alpha1"},
                 {"kind", "SegmentationException"},
