@@ -419,7 +419,9 @@ spec:
 // Kubernetes' own tests (both levels, pass and fail), given the required label so that Bulkhead's
 // other rules decide, judged by `bulkhead check` from files and by the webhook through a server
 // dry run in a namespace the same policy governs. Verdicts and messages must be equal.
-TEST_CASE("bulkhead check agrees with the webhook on every Pod Security fixture") {
+TEST_CASE(
+    "bulkhead check agrees with the webhook on every Pod Security fixture and Istio-injected "
+    "workload") {
   bulkhead();
   const std::string policyYaml = R"(apiVersion: bulkhead.dev/v1alpha1
 kind: SegmentationPolicy
@@ -455,6 +457,40 @@ spec:
       }
     }
   }
+  // Pods and workloads as Istio's real injector makes them (istio-init or Istio CNI, sidecar
+  // container or native sidecar): their proxy allowances must be judged alike too.
+  const std::string workloads = R"([
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "web-1", "labels": {"app.kubernetes.io/name": "web"}},
+     "spec": {"serviceAccountName": "web",
+              "containers": [{"name": "web", "image": "registry.example/web:1.0",
+                              "ports": [{"containerPort": 8080}]}]}},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "api", "labels": {"app.kubernetes.io/name": "api"}},
+     "spec": {"selector": {"matchLabels": {"app": "api"}},
+              "template": {"metadata": {"labels": {"app": "api", "app.kubernetes.io/name": "api"}},
+                           "spec": {"containers": [{"name": "api", "image": "registry.example/api:2",
+                                                    "securityContext": {"runAsUser": 1337}}]}}}}])";
+  int injected = 0;
+  for (bool cni : {false, true}) {
+    for (bool native : {false, true}) {
+      for (const auto& input : json::parse(workloads)) {
+        auto r = ControlPlane::get().shell(
+            std::string("\"$TESTENV_ISTIO_INJECT\" --output json") + (cni ? " --cni" : "") +
+                " --native-sidecars=" + (native ? "true" : "false"),
+            input.dump());
+        REQUIRE_MESSAGE(r.exitCode == 0, r.err);
+        json object = json::parse(r.out).at(0);
+        object["metadata"]["namespace"] = "psa-checked";
+        const std::string file = std::string("istio-") + (cni ? "cni" : "init") + "-" +
+                                 (native ? "native" : "container") + "-" +
+                                 object["metadata"]["name"].get<std::string>() + ".json";
+        std::ofstream(dir + "/" + file) << object.dump();
+        pods[file] = object;
+        ++injected;
+      }
+    }
+  }
   std::ofstream(dir + "/../checked-policy.yaml") << policyYaml;
   auto checked = ControlPlane::get().shell(
       std::string(BULKHEAD_BINARY) + " check -f '" + dir + "' --policy '" + dir +
@@ -471,7 +507,12 @@ spec:
   const std::string kDenied = "denied the request: ";
   int compared = 0, refused = 0, byValidation = 0;
   for (const auto& [file, pod] : pods) {
-    Status s = dryRunPod(pod, "psa-checked");
+    Status s = pod["kind"] == "Deployment"
+                   ? admin()
+                         ->raw("POST", "/apis/apps/v1/namespaces/psa-checked/deployments?dryRun=All",
+                               pod.dump())
+                         .status()
+                   : dryRunPod(pod, "psa-checked");
     const json& v = verdicts[file];
     if (s.ok()) {
       CHECK_MESSAGE(v["verdict"] == "admitted",
@@ -487,8 +528,10 @@ spec:
     }
     ++compared;
   }
-  MESSAGE("bulkhead check and the webhook compared on " << compared << " fixtures (" << refused
-                                                        << " refused), " << byValidation
+  MESSAGE("bulkhead check and the webhook compared on " << compared << " objects (" << refused
+                                                        << " refused; " << injected
+                                                        << " made by Istio's injector), "
+                                                        << byValidation
                                                         << " refused by validation first");
   CHECK(compared > 50);
   CHECK(refused > 10);
