@@ -21,19 +21,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
-const char* kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
-
-// What the webhook said, from kubectl's stderr.
-std::string denial(const ProcessResult& r) {
-  auto at = r.err.find(kDenied);
-  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
-                                 : r.err.substr(at + std::string(kDenied).size());
-}
-
 std::string pod(const std::string& name, const std::string& ns, const std::string& extraSpec,
                 const std::string& labels = R"({"app.kubernetes.io/name": "web"})") {
   return R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": ")" + name +
@@ -152,7 +139,7 @@ TEST_CASE("a pod on the host network is denied with the exact message; the fix i
   webhook();
   auto denied = kubectl({"create", "-f", "-"}, pod("web-1", "shop", R"("hostNetwork": true,)"));
   CHECK(denied.exitCode != 0);
-  CHECK_MESSAGE(denied.err.find(std::string(kDenied) +
+  CHECK_MESSAGE(denied.err.find(std::string(kWebhookDenied) +
                                 "bulkhead: pod \"web-1\" in namespace \"shop\" violates "
                                 "forbidHostNetwork (spec.hostNetwork=true) of SegmentationPolicy "
                                 "\"baseline\"; remove hostNetwork or request a "

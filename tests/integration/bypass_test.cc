@@ -16,26 +16,17 @@ namespace {
 using nlohmann::json;
 using std::chrono::seconds;
 
-const std::string kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
 // A tenant: the stock `edit` ClusterRole, bound in the test namespaces.
 const std::vector<std::string> kTenant = {"--as=tenant", "--as-group=tenants"};
 
-ProcessResult kubectl(std::vector<std::string> args, const std::string& input = "",
-                      bool asTenant = false) {
-  if (asTenant) {
-    args.insert(args.end(), kTenant.begin(), kTenant.end());
-  }
-  return ControlPlane::get().kubectl(args, input);
-}
-
-std::string denial(const ProcessResult& r) {
-  auto at = r.err.find(kDenied);
-  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
-                                 : r.err.substr(at + kDenied.size());
+// kubectl as the tenant.
+ProcessResult tenantKubectl(std::vector<std::string> args, const std::string& input = "") {
+  args.insert(args.end(), kTenant.begin(), kTenant.end());
+  return kubectl(args, input);
 }
 
 ProcessResult tenantCreate(const json& object) {
-  return kubectl({"create", "-f", "-"}, object.dump(), true);
+  return tenantKubectl({"create", "-f", "-"}, object.dump());
 }
 
 // Bulkhead and two namespaces: "shop" (Enforce, STRICT, L7 default deny, approvers "security")
@@ -151,15 +142,15 @@ TEST_CASE("a tenant's NetworkPolicy may allow its own namespace, and nothing els
             .find("(spec.ingress[0].from[0].namespaceSelector reaches other "
                   "namespaces)") != std::string::npos);
   // Widening the admitted one later is judged the same way.
-  auto widened = kubectl({"patch", "networkpolicy", "web-to-api", "-n", "shop", "--type=json", "-p",
-                          R"([{"op": "add", "path": "/spec/ingress/0/from/-",
-                                     "value": {"ipBlock": {"cidr": "0.0.0.0/0"}}}])"},
-                         "", true);
+  auto widened = tenantKubectl(
+      {"patch", "networkpolicy", "web-to-api", "-n", "shop", "--type=json", "-p",
+       R"([{"op": "add", "path": "/spec/ingress/0/from/-",
+            "value": {"ipBlock": {"cidr": "0.0.0.0/0"}}}])"});
   CHECK(denial(widened).find("spec.ingress[0].from[1].ipBlock reaches addresses outside the "
                              "namespace") != std::string::npos);
   // The policy still counts the namespace as segmented: nothing undid its default deny.
   CHECK(kubectl({"get", "networkpolicy", "allow-all", "-n", "shop"}).exitCode != 0);
-  kubectl({"delete", "networkpolicy", "web-to-api", "-n", "shop"}, "", true);
+  tenantKubectl({"delete", "networkpolicy", "web-to-api", "-n", "shop"});
 }
 
 TEST_CASE("a tenant's Istio policies may not undo the mesh's defaults") {
@@ -195,7 +186,7 @@ TEST_CASE("a tenant's Istio policies may not undo the mesh's defaults") {
     "kind": "Sidecar", "metadata": {"name": "default", "namespace": "shop"},
     "spec": {"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}})"));
   CHECK(denial(sidecar).find("violates tenantMeshConfiguration") != std::string::npos);
-  kubectl({"delete", "authorizationpolicy", "web-to-api", "-n", "shop"}, "", true);
+  tenantKubectl({"delete", "authorizationpolicy", "web-to-api", "-n", "shop"});
 }
 
 json pod(const json& metadataExtra, const json& containerExtra) {
@@ -242,13 +233,13 @@ TEST_CASE("mesh opt-outs and non-ASCII capability names are refused") {
   };
   for (const auto& c : cases) {
     CAPTURE(c.evidence);
-    auto r = kubectl({"create", "--dry-run=server", "-f", "-"}, c.pod.dump(), true);
+    auto r = tenantKubectl({"create", "--dry-run=server", "-f", "-"}, c.pod.dump());
     std::string d = denial(r);
     CHECK_MESSAGE(d.find(c.evidence) != std::string::npos, d);
   }
   // What is stored as written: the API server keeps the dotless i, so only a refusal helps.
-  CHECK(kubectl({"create", "--dry-run=server", "-f", "-"},
-                pod(json::object(), json::object()).dump(), true)
+  CHECK(tenantKubectl({"create", "--dry-run=server", "-f", "-"},
+                      pod(json::object(), json::object()).dump())
             .exitCode == 0);
 }
 
@@ -280,9 +271,9 @@ TEST_CASE("ReplicationControllers and PodTemplates are checked like other worklo
 TEST_CASE("namespace labels: no escape through status or finalize, no silent downgrade") {
   setUp();
   // Through the status subresource, which stores label changes too.
-  auto status = kubectl({"patch", "namespace", "sandbox", "--subresource=status", "--type=merge",
-                         "-p", R"({"metadata": {"labels": {"zero-trust": null}}})"},
-                        "", true);
+  auto status = tenantKubectl({"patch", "namespace", "sandbox", "--subresource=status",
+                               "--type=merge", "-p",
+                               R"({"metadata": {"labels": {"zero-trust": null}}})"});
   CHECK(denial(status).find("would take namespace \"sandbox\" out of every SegmentationPolicy") !=
         std::string::npos);
   // Through finalize, which kubectl reaches only raw.
@@ -290,15 +281,15 @@ TEST_CASE("namespace labels: no escape through status or finalize, no silent dow
   REQUIRE(ns.exitCode == 0);
   json object = json::parse(ns.out);
   object["metadata"]["labels"].erase("zero-trust");
-  auto finalize = kubectl({"replace", "--raw", "/api/v1/namespaces/sandbox/finalize", "-f", "-"},
-                          object.dump(), true);
+  auto finalize = tenantKubectl(
+      {"replace", "--raw", "/api/v1/namespaces/sandbox/finalize", "-f", "-"}, object.dump());
   CHECK(finalize.exitCode != 0);
   CHECK(finalize.err.find("out of every SegmentationPolicy") != std::string::npos);
   CHECK(kubectl({"get", "namespace", "sandbox", "-o", "jsonpath={.metadata.labels.zero-trust}"})
             .out == "on");
   // To a weaker policy: an approver's decision, not a tenant's.
   auto downgrade =
-      kubectl({"label", "namespace", "sandbox", "zero-trust=relaxed", "--overwrite"}, "", true);
+      tenantKubectl({"label", "namespace", "sandbox", "zero-trust=relaxed", "--overwrite"});
   CHECK(denial(downgrade) ==
         "bulkhead: this label change would move namespace \"sandbox\" from SegmentationPolicy "
         "\"baseline\" to the weaker \"relaxed\" (mode Enforce to Audit, rule "
@@ -308,7 +299,7 @@ TEST_CASE("namespace labels: no escape through status or finalize, no silent dow
   CHECK_MESSAGE(approved.exitCode == 0, approved.err);
   // Back to the stricter policy: anyone who may label it.
   auto upgrade =
-      kubectl({"label", "namespace", "sandbox", "zero-trust=on", "--overwrite"}, "", true);
+      tenantKubectl({"label", "namespace", "sandbox", "zero-trust=on", "--overwrite"});
   CHECK_MESSAGE(upgrade.exitCode == 0, upgrade.err);
 }
 
@@ -381,7 +372,7 @@ TEST_CASE("a policy that stops decoding keeps its last good spec and says why") 
       {"metadata",
        {{"name", "web-1"}, {"namespace", "shop"}, {"labels", {{"app.kubernetes.io/name", "web"}}}}},
       {"spec", {{"hostNetwork", true}, {"containers", {{{"name", "web"}, {"image", "nginx"}}}}}}};
-  CHECK(denial(kubectl({"create", "--dry-run=server", "-f", "-"}, hostNetwork.dump(), true))
+  CHECK(denial(tenantKubectl({"create", "--dry-run=server", "-f", "-"}, hostNetwork.dump()))
             .find("violates forbidHostNetwork") != std::string::npos);
   CHECK(kubectl({"patch", "segmentationpolicy", "baseline", "--type=merge", "-p",
                  R"({"spec": {"mode": "Enforce"}})"})

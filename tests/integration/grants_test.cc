@@ -23,18 +23,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Steady = std::chrono::steady_clock;
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
-const char* kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
-
-std::string denial(const ProcessResult& r) {
-  auto at = r.err.find(kDenied);
-  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
-                                 : r.err.substr(at + std::string(kDenied).size());
-}
-
 const std::vector<std::string> kAlice = {"--as=alice", "--as-group=system:masters"};
 const std::vector<std::string> kBob = {"--as=bob", "--as-group=security",
                                        "--as-group=system:masters"};

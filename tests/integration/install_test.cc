@@ -25,10 +25,6 @@ using std::chrono::seconds;
 const std::string kChart = BULKHEAD_SOURCE_DIR "/charts/bulkhead";
 
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
 ProcessResult sh(const std::string& script) { return ControlPlane::get().shell(script); }
 
 std::string pod(const std::string& name, const std::string& ns, const std::string& extraSpec) {

@@ -18,20 +18,8 @@ namespace {
 using nlohmann::json;
 using std::chrono::seconds;
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
 ProcessResult shell(const std::string& script, const std::string& input = "") {
   return ControlPlane::get().shell(script, input);
-}
-
-const std::string kDenied = "admission webhook \"validate.bulkhead.dev\" denied the request: ";
-
-std::string denial(const ProcessResult& r) {
-  auto at = r.err.find(kDenied);
-  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
-                                 : r.err.substr(at + kDenied.size());
 }
 
 // A server-side dry run: the whole admission chain, webhooks included, and nothing stored.

@@ -42,10 +42,6 @@ const std::string kRefusedByPodSecurity = "violates PodSecurity \"baseline:lates
 // and PodSecurity baseline forbids it only where hostUsers is not false.
 const std::set<std::string> kRefusedByValidation = {"procmount0", "procmount1"};
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
 std::shared_ptr<kube::Client> admin() {
   static std::shared_ptr<kube::Client> client = unthrottledClient(ControlPlane::get().kubeconfig());
   return client;

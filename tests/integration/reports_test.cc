@@ -19,10 +19,6 @@ namespace {
 using nlohmann::json;
 using std::chrono::seconds;
 
-ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "") {
-  return ControlPlane::get().kubectl(args, input);
-}
-
 json getJson(const std::vector<std::string>& args) {
   std::vector<std::string> all = {"get"};
   all.insert(all.end(), args.begin(), args.end());

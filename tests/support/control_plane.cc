@@ -167,4 +167,14 @@ bool eventually(std::chrono::seconds timeout, const std::function<bool()>& condi
   return condition();
 }
 
+ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input) {
+  return ControlPlane::get().kubectl(args, input);
+}
+
+std::string denial(const ProcessResult& r) {
+  auto at = r.err.find(kWebhookDenied);
+  return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
+                                 : r.err.substr(at + kWebhookDenied.size());
+}
+
 }  // namespace bulkhead::testing

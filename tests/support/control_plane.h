@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tests/support/process.h"
@@ -58,5 +59,14 @@ class ControlPlane {
 // Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
 // The API server is eventually consistent for a watcher: tests wait for outcomes, not for time.
 bool eventually(std::chrono::seconds timeout, const std::function<bool()>& condition);
+
+// kubectl against this binary's control plane (ControlPlane::get().kubectl).
+ProcessResult kubectl(const std::vector<std::string>& args, const std::string& input = "");
+
+// What Bulkhead's webhook said when it refused a kubectl request, from kubectl's stderr; a note
+// saying so when it did not refuse.
+inline constexpr std::string_view kWebhookDenied =
+    "admission webhook \"validate.bulkhead.dev\" denied the request: ";
+std::string denial(const ProcessResult& r);
 
 }  // namespace bulkhead::testing
