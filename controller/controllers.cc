@@ -194,7 +194,9 @@ void Controllers::updateReports() {
   if (served && !publishing) {
     auto reports = cache_.informer(resources::kReports, policy::kManagedBySelector);
     // Someone else's change to a Report (or its deletion) is drift: the namespace is scanned again.
-    auto onReport = [this](const json& o) { postures_.enqueue(o["metadata"].value("namespace", "")); };
+    auto onReport = [this](const json& o) {
+      postures_.enqueue(o["metadata"].value("namespace", ""));
+    };
     const int id = reports->addEventHandlers(
         {onReport, [onReport](const json&, const json& o) { onReport(o); }, onReport});
     {

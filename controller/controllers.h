@@ -26,7 +26,8 @@ namespace bulkhead::controller {
 void configureCache(kube::SharedCache& cache, const ControllerOptions& options);
 
 // Bulkhead's controllers, run on the leader: the namespace, policy-status, exception,
-// AccessGrant and posture (background scan) reconcilers, each a kube::Controller fed by the watches declared in watches.cc, plus
+// AccessGrant and posture (background scan) reconcilers, each a kube::Controller fed by the
+// watches declared in watches.cc, plus
 // the periodic resync and the reaction to Istio's API appearing or going. Made anew each time the
 // replica leads (kube::Manager).
 class Controllers : public kube::LeaderRunnable {

@@ -98,7 +98,8 @@ Status PostureReconciler::publish(const std::string& ns, const json& report) {
       return okStatus();
     }
   }
-  auto written = ctx_.client->apply(resources::kReports, report, ctx_.options.fieldManager, true, "");
+  auto written =
+      ctx_.client->apply(resources::kReports, report, ctx_.options.fieldManager, true, "");
   apiWrites("Report", "apply").inc();
   if (!written.ok()) {
     return written.status().withContext("writing the Report of namespace " + ns);

@@ -193,7 +193,8 @@ TEST_CASE("scanNamespace: findings per object and rule, with the webhook's messa
       pod("gone", {{"hostPID", true}, {"containers", {container()}}}),
       pod("broken", {{"containers", "app"}}),
       workload("Deployment", "web",
-               {{"containers", {container({{"ports", {{{"hostPort", 80}}, {{"hostPort", 81}}}}})}}}),
+               {{"containers",
+                 {container({{"ports", {{{"hostPort", 80}}, {{"hostPort", 81}}}}})}}}),
       // Judged as part of their owners, which are scanned.
       workload("ReplicaSet", "web-5d8f", {{"hostNetwork", true}, {"containers", {container()}}},
                {{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"name", "web"},
@@ -306,7 +307,8 @@ TEST_CASE("postureReport: an OpenReports Report, results in the policy's mode") 
   const json warned = postureReport("shop", policyNamed("baseline", Mode::kWarn), posture);
   CHECK(warned["results"][0]["result"] == "warn");
   CHECK(warned["results"][0]["properties"]["mode"] == "Warn");
-  CHECK(warned["summary"] == json{{"pass", 2}, {"fail", 0}, {"warn", 1}, {"error", 1}, {"skip", 0}});
+  CHECK(warned["summary"] ==
+        json{{"pass", 2}, {"fail", 0}, {"warn", 1}, {"error", 1}, {"skip", 0}});
 
   // A namespace with more findings than a Report holds lists the first ones, counts them all.
   Posture many;
