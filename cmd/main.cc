@@ -203,6 +203,7 @@ int serve(const Options& opts) {
     log::error("cannot configure the Kubernetes client", {{"error", config.status().toString()}});
     return 1;
   }
+  kube::skipDefaultVerifyPaths(*config);  // before any thread starts
   config->qps = opts.kubeQps;
   config->burst = static_cast<int>(opts.kubeBurst);
   config->userAgent = std::string("bulkhead/") + kVersion;

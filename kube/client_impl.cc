@@ -3,6 +3,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <stdlib.h>
 
 #include <boost/asio/ssl.hpp>
 #include <cpprest/http_client.h>
@@ -67,6 +68,20 @@ void configureTls(boost::asio::ssl::context& ctx, const RestConfig& config) {
   }
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
 }
+
+}  // namespace
+
+void skipDefaultVerifyPaths(const RestConfig& config) {
+  if (config.caPem.empty() || config.insecureSkipTlsVerify) {
+    return;  // the system's roots are the ones in use
+  }
+  // A missing file and directory: OpenSSL skips them and clears the error. Whatever the
+  // environment said (SSL_CERT_FILE, SSL_CERT_DIR) was only ever loaded to be discarded.
+  setenv(X509_get_default_cert_file_env(), "/nonexistent/bulkhead-uses-the-cluster-ca", 1);
+  setenv(X509_get_default_cert_dir_env(), "/nonexistent/bulkhead-uses-the-cluster-ca", 1);
+}
+
+namespace {
 
 http_client_config makeClientConfig(const RestConfig& config, std::chrono::seconds timeout) {
   http_client_config c;

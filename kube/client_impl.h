@@ -8,6 +8,14 @@
 
 namespace bulkhead::kube {
 
+// cpprestsdk prepares every new connection's TLS context with OpenSSL's default verify paths
+// (the system's CA bundle, ~140 certificates parsed: tens of milliseconds of CPU per connection)
+// before the context callback replaces that store with the cluster's CA. When `config` has a
+// cluster CA, this points OpenSSL's defaults at nothing, so the discarded load costs nothing.
+// Process-wide (it sets SSL_CERT_FILE and SSL_CERT_DIR): call it once at startup, before any
+// thread starts, and only in a process whose TLS clients all bring their own CA.
+void skipDefaultVerifyPaths(const RestConfig& config);
+
 // The Client over HTTPS (cpprestsdk behind a pimpl: its headers stay in client_impl.cc).
 class ClientImpl : public Client {
  public:
