@@ -315,9 +315,16 @@ kubectl get -f "$tmp/manifest.yaml" -o name >"$tmp/objects" || fail "cannot list
 sed 's/^/     /' "$tmp/objects"
 run helm uninstall "$release" -n "$rns" --wait --timeout 180s
 [ $rc -eq 0 ] && pass "helm uninstall succeeded" || fail "helm uninstall failed"
-left=$(kubectl get -f "$tmp/manifest.yaml" --ignore-not-found -o name 2>&1 || true)
-[ -z "$left" ] && pass "the $(wc -l <"$tmp/objects") objects Helm installed are gone: Deployment, Service, PDB, RBAC, webhook configuration" ||
+# The OpenReports CRD the chart installs on request is marked helm.sh/resource-policy: keep:
+# other tools' Reports may use it.
+report_crd=customresourcedefinition.apiextensions.k8s.io/reports.openreports.io
+left=$(kubectl get -f "$tmp/manifest.yaml" --ignore-not-found -o name 2>&1 | grep -vx "$report_crd" || true)
+[ -z "$left" ] && pass "the objects Helm installed are gone: Deployment, Service, PDB, RBAC, webhook configuration" ||
   fail "left behind: $(paste -sd' ' - <<<"$left")"
+if grep -qx "$report_crd" "$tmp/objects"; then
+  kubectl get "$report_crd" >/dev/null 2>&1 && pass "the OpenReports CRD stays (resource-policy keep)" ||
+    fail "the OpenReports CRD is gone"
+fi
 no_pods() { [ -z "$(pods_table)" ]; }
 until_true 90 no_pods && pass "the pods are gone" || fail "pods are still there: $(pods_table | paste -sd' ' -)"
 until_true 30 outcome_is hostnet admitted || true  # the API server drops the webhook within moments
