@@ -197,11 +197,17 @@ void Controllers::updateReports() {
     auto onReport = [this](const json& o) {
       postures_.enqueue(o["metadata"].value("namespace", ""));
     };
-    const int id = reports->addEventHandlers(
-        {onReport, [onReport](const json&, const json& o) { onReport(o); }, onReport});
     {
       std::lock_guard lock(mu_);
-      reportsRegistration_ = {reports, id};
+      if (stopping_) {
+        return;  // stop() has removed the handlers it knew of
+      }
+      reportsRegistration_ = {reports, reports->addEventHandlers(
+                                           {onReport,
+                                            [onReport](const json&, const json& o) {
+                                              onReport(o);
+                                            },
+                                            onReport})};
     }
     ctx_.setReports(std::move(reports));
     log::info("OpenReports API is served; publishing a Report per selected namespace");
