@@ -14,7 +14,8 @@
 #   webhook      the same pod in an AdmissionReview POSTed straight to the tool's webhook URL,
 #                --webhook-connections TLS keep-alive connections for --webhook-seconds
 #   generation   --namespaces labelled namespaces: time until every one has the tool's
-#                generated objects, and the API writes made until they settle
+#                generated objects (given up after --generation-timeout, or when none appeared
+#                for --generation-stall), and the API writes made until they settle
 #   no-op        --noop-seconds with nothing to do: the API writes made
 #   memory       peak RSS of the tool's processes in each of those phases
 #
@@ -25,6 +26,7 @@
 #   tests/bench/peers.sh [--namespaces 1000] [--creates 2000] [--concurrency 8]
 #                        [--webhook-seconds 15] [--webhook-connections 16] [--noop-seconds 60]
 #                        [--baseline-seconds 60] [--generation-timeout 900]
+#                        [--generation-stall 180]
 #                        [--tools bulkhead,kyverno,gatekeeper] [--out /tmp/peers/peers.md]
 #                        [--work /tmp/peers/work] [--keep]
 #
@@ -32,8 +34,9 @@
 # --build build), Go (the peers and the load tool are built from their Go modules into the test
 # tool cache, ~/.cache/bulkhead/testbin, the first time: several minutes). --keep leaves the work
 # directory (logs, JSON results); the processes are always stopped. Bulkhead comes first and is
-# the reference of the ratios. A run at the default sizes takes about 25 minutes on 2 cores.
-set -euo pipefail
+# the reference of the ratios. A run at the default sizes takes about 20 minutes on 2 cores
+# (up to --generation-timeout longer when a tool's generation never completes).
+set -eEuo pipefail
 
 KYVERNO_VERSION=v1.19.1
 GATEKEEPER_VERSION=v3.23.1
@@ -46,6 +49,7 @@ webhook_connections=16
 noop_seconds=60
 baseline_seconds=60
 generation_timeout=900
+generation_stall=180
 tools=bulkhead,kyverno,gatekeeper
 out=/tmp/peers/peers.md
 work=/tmp/peers/work
@@ -61,11 +65,12 @@ while [ $# -gt 0 ]; do
     --noop-seconds) noop_seconds=$2; shift 2 ;;
     --baseline-seconds) baseline_seconds=$2; shift 2 ;;
     --generation-timeout) generation_timeout=$2; shift 2 ;;
+    --generation-stall) generation_stall=$2; shift 2 ;;
     --tools) tools=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --keep) keep=true; shift ;;
-    -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) echo "peers: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
 done
@@ -103,8 +108,32 @@ start_process() {  # start_process DIR LOG CMD...: run in the background, rememb
   started+=("$! $dir")
 }
 
+# The load tool in the foreground, but stoppable: bash runs a trap only once the foreground
+# command ends, while `wait` returns at once when a signal arrives.
+load() {
+  "$LOAD" "$@" &
+  local pid=$! rc=0
+  started+=("$pid $work")
+  wait "$pid" || rc=$?
+  unset 'started[-1]'
+  return "$rc"
+}
+
+# SIGTERM to all at once, up to 20 s for them to finish (Gatekeeper delays its shutdown by 10 s),
+# then stop_pid (SIGKILL for any left).
 stop_started() {
-  local entry
+  local entry i alive
+  for entry in "${started[@]}"; do
+    ours "${entry%% *}" "${entry#* }" && kill -TERM "${entry%% *}" 2>/dev/null
+  done
+  for i in $(seq 1 200); do
+    alive=false
+    for entry in "${started[@]}"; do
+      ours "${entry%% *}" "${entry#* }" && alive=true
+    done
+    $alive || break
+    sleep 0.1
+  done
   for entry in "${started[@]}"; do
     stop_pid "${entry%% *}" "${entry#* }"
   done
@@ -118,13 +147,14 @@ cleanup() {
   for cp in "${control_planes[@]}"; do
     "$testenv" stop "$cp" >/dev/null 2>&1 || true
   done
-  if ! $keep && [ -d "$work" ]; then
+  if ! $keep && [ -f "$work/.peers-work" ]; then
     rm -rf "$work"
   fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "peers: error: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 
 # ---------------------------------------------------------------------------------------------
 # Building: the control plane (testenv.sh), the peers from their pinned Go modules, the load tool.
@@ -210,6 +240,8 @@ machine_info() {
 EOF
   {
     echo "namespace_concurrency=$concurrency"
+    echo "generation_timeout=$generation_timeout"
+    echo "generation_stall=$generation_stall"
   } > "$work/settings.env"
 }
 
@@ -296,7 +328,7 @@ setup_bulkhead() {
   echo bulkhead-system > "$dir/sa/namespace"
   kubectl create token bulkhead -n bulkhead-system --duration 6h > "$dir/sa/token"
   local apiport=${TESTENV_APISERVER_URL##*:}
-  start_process "$dir" "$dir/bulkhead.log" env KUBERNETES_SERVICE_HOST=127.0.0.1 \
+  start_process "$dir" "$dir/bulkhead.log" env -u KUBECONFIG KUBERNETES_SERVICE_HOST=127.0.0.1 \
     KUBERNETES_SERVICE_PORT="$apiport" TMPDIR="$dir/tmp" "$work/bin/bulkhead" "${args[@]}" \
     --service-account-dir "$dir/sa" --leader-election-identity peers-bench \
     --metrics-bind-address "127.0.0.1:$metrics_port" \
@@ -327,7 +359,7 @@ setup_kyverno() {
   src=$(module_dir "github.com/kyverno/kyverno@$KYVERNO_VERSION")
   kubectl apply --server-side -f "$src/config/crds/kyverno" -f "$src/config/crds/policies.kyverno.io" \
     -f "$src/config/crds/policyreport" -f "$src/config/crds/reports" >/dev/null
-  kubectl wait --for condition=established --timeout=60s crd --all >/dev/null
+  wait_for 60 "the CRDs established" kubectl wait --for condition=established --timeout=5s crd --all
   chart=$dir/kyverno-chart
   cp -r "$src/charts/kyverno" "$chart"
   chmod -R u+w "$chart"
@@ -363,14 +395,15 @@ setup_kyverno() {
   mapfile -t background_env < <("$LOAD" manifest env --in "$dir/chart.json" \
     --deployment kyverno-background-controller)
   mkdir -p "$dir/sigstore"
-  start_process "$dir" "$dir/kyverno.log" env "${admission_env[@]}" KYVERNO_NAMESPACE=kyverno \
+  start_process "$dir" "$dir/kyverno.log" env -u KUBECONFIG "${admission_env[@]}" \
+    KYVERNO_NAMESPACE=kyverno \
     KYVERNO_POD_NAME=kyverno-admission-controller-peers TUF_ROOT="$dir/sigstore" \
     "$KYVERNO_DIR/kyverno" "${admission_args[@]}" --kubeconfig "$dir/admission.kubeconfig" \
     --serverIP "127.0.0.1:$port" --webhookServerHost 127.0.0.1 --webhookServerPort "$port" \
     --metricsHost 127.0.0.1 --metricsPort "$(free_port)" \
     --controllerRuntimeMetricsAddress "127.0.0.1:$(free_port)"
   tool_pids=("$!")
-  start_process "$dir" "$dir/background-controller.log" env "${background_env[@]}" \
+  start_process "$dir" "$dir/background-controller.log" env -u KUBECONFIG "${background_env[@]}" \
     KYVERNO_NAMESPACE=kyverno KYVERNO_POD_NAME=kyverno-background-controller-peers \
     "$KYVERNO_DIR/background-controller" "${background_args[@]}" \
     --kubeconfig "$dir/background.kubeconfig" --metricsHost 127.0.0.1 --metricsPort "$(free_port)" \
@@ -412,7 +445,7 @@ setup_gatekeeper() {
   "$LOAD" manifest select --in "$dir/manifest.json" --out "$dir/install.json" \
     --drop Deployment,Service,PodDisruptionBudget,ValidatingWebhookConfiguration,MutatingWebhookConfiguration
   kubectl apply --server-side -f "$dir/install.json" >/dev/null
-  kubectl wait --for condition=established --timeout=60s crd --all >/dev/null
+  wait_for 60 "the CRDs established" kubectl wait --for condition=established --timeout=5s crd --all
   kubeconfig_for gatekeeper-admin gatekeeper-system "$dir/gatekeeper.kubeconfig"
 
   local certs=$dir/certs
@@ -442,13 +475,21 @@ apiVersion: v1
 kind: Pod
 metadata: {name: $name, namespace: gatekeeper-system, labels: {gatekeeper.sh/system: "yes"}}
 spec:
-  containers: [{name: manager, image: "openpolicyagent/gatekeeper:$GATEKEEPER_VERSION"}]
+  containers:
+  - name: manager
+    image: openpolicyagent/gatekeeper:$GATEKEEPER_VERSION
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+      runAsNonRoot: true
+      runAsUser: 1000
+      seccompProfile: {type: RuntimeDefault}
 EOF
     mapfile -t args < <("$LOAD" manifest args --in "$dir/manifest.json" --deployment "gatekeeper-$role")
     local serve=(--port "$(free_port)")
     [ "$role" = controller-manager ] && serve=(--port "$port")
     mkdir -p "$dir/audit-cache"
-    start_process "$dir" "$dir/gatekeeper-$role.log" env POD_NAMESPACE=gatekeeper-system \
+    start_process "$dir" "$dir/gatekeeper-$role.log" env -u KUBECONFIG POD_NAMESPACE=gatekeeper-system \
       NAMESPACE=gatekeeper-system POD_NAME="$name" CONTAINER_NAME=manager \
       "$GATEKEEPER_DIR/gatekeeper" "${args[@]}" --kubeconfig "$dir/gatekeeper.kubeconfig" \
       --host 127.0.0.1 "${serve[@]}" --cert-dir "$certs" --disable-cert-rotation \
@@ -495,20 +536,22 @@ run_tool() {
   "$testenv" kcm-start "$cp" --controllers clusterrole-aggregation-controller >/dev/null
   if [ ! -s "$work/baseline-delta.json" ]; then
     log "[$tool] the control plane alone, for $baseline_seconds s: its own API writes"
-    "$LOAD" settle "${api[@]}" --out "$work/baseline-settle.json" >/dev/null
-    "$LOAD" scrape "${api[@]}" --out "$work/baseline-before.txt"
-    sleep "$baseline_seconds"
-    "$LOAD" scrape "${api[@]}" --out "$work/baseline-after.txt"
-    "$LOAD" delta --before "$work/baseline-before.txt" --after "$work/baseline-after.txt" \
+    load settle "${api[@]}" --out "$work/baseline-settle.json" >/dev/null
+    load scrape "${api[@]}" --out "$work/baseline-before.txt"
+    sleep "$baseline_seconds" & wait $!
+    load scrape "${api[@]}" --out "$work/baseline-after.txt"
+    load delta --before "$work/baseline-before.txt" --after "$work/baseline-after.txt" \
       --out "$work/baseline-delta.json"
   fi
   kubectl apply --server-side -f "$TESTENV_ISTIO_CRDS" >/dev/null
-  kubectl wait --for condition=established --timeout=60s \
-    crd/peerauthentications.security.istio.io >/dev/null
+  wait_for 60 "Istio's CRDs established" kubectl wait --for condition=established --timeout=5s \
+    crd/peerauthentications.security.istio.io
 
   tool_pids=()
   tool_names=()
   expect=()
+  local load_start
+  load_start=$(cut -d' ' -f1 /proc/loadavg)
   phase_begin setup
   "setup_$tool"
   kubectl create namespace "$TEST_NAMESPACE" >/dev/null
@@ -523,57 +566,64 @@ run_tool() {
   wait_for 120 "$tool's webhook refusing an unlabelled pod" \
     pod_refused_by "$peers/pods/bad-17-no-labels.yaml" "$webhook"
   wait_for 60 "$tool's webhook admitting a good pod" pod_admitted "$peers/pods/good-02-minimal.yaml"
-  phase_end
-
-  phase_begin admission
-  log "[$tool] verdicts on the 20 bad and 20 good pods"
-  to_json_list -f "$peers/pods/" > "$dir/pods.json"
-  "$LOAD" verdicts "${api[@]}" --namespace "$TEST_NAMESPACE" --pods "$dir/pods.json" \
-    --out "$dir/verdicts.json"
-  log "[$tool] $creates pod creates through the API server, $concurrency in flight"
-  "$LOAD" creates "${api[@]}" --namespace "$TEST_NAMESPACE" --pod "$LOAD_POD" \
-    --count $((concurrency * 25)) --concurrency "$concurrency" --out "$dir/warmup.json" >/dev/null
-  "$LOAD" scrape "${api[@]}" --out "$dir/admission-before.txt"
-  "$LOAD" creates "${api[@]}" --namespace "$TEST_NAMESPACE" --pod "$LOAD_POD" --count "$creates" \
-    --concurrency "$concurrency" --out "$dir/creates.json"
-  "$LOAD" scrape "${api[@]}" --out "$dir/admission-after.txt"
-  "$LOAD" delta --before "$dir/admission-before.txt" --after "$dir/admission-after.txt" \
-    --out "$dir/admission-delta.json"
-  phase_end
-
-  phase_begin webhook
+  # Its webhook's URL and CA, as registered, for calling it directly.
   local config url
   config=$(sed -n 's/^webhook_configuration=//p' "$dir/info.env")
   kubectl get "$config" -o json > "$dir/webhook-configuration.json"
   url=$("$LOAD" manifest webhook --in "$dir/webhook-configuration.json" --webhook "$webhook" \
     --ca-out "$dir/webhook-ca.pem")
+  phase_end
+
+  phase_begin admission
+  log "[$tool] verdicts on the 20 bad and 20 good pods"
+  to_json_list -f "$peers/pods/" > "$dir/pods.json"
+  load verdicts "${api[@]}" --namespace "$TEST_NAMESPACE" --pods "$dir/pods.json" \
+    --out "$dir/verdicts.json"
+  log "[$tool] the same pods sent to its webhook alone, at $url"
+  load verdicts --url "$url" --webhook-ca "$dir/webhook-ca.pem" --namespace "$TEST_NAMESPACE" \
+    --pods "$dir/pods.json" --out "$dir/verdicts-webhook.json"
+  log "[$tool] $creates pod creates through the API server, $concurrency in flight"
+  load creates "${api[@]}" --namespace "$TEST_NAMESPACE" --pod "$LOAD_POD" \
+    --count $((concurrency * 25)) --concurrency "$concurrency" --out "$dir/warmup.json" >/dev/null
+  load scrape "${api[@]}" --out "$dir/admission-before.txt"
+  load creates "${api[@]}" --namespace "$TEST_NAMESPACE" --pod "$LOAD_POD" --count "$creates" \
+    --concurrency "$concurrency" --out "$dir/creates.json"
+  load scrape "${api[@]}" --out "$dir/admission-after.txt"
+  load delta --before "$dir/admission-before.txt" --after "$dir/admission-after.txt" \
+    --out "$dir/admission-delta.json"
+  phase_end
+
+  phase_begin webhook
   log "[$tool] its webhook called directly at $url"
-  "$LOAD" webhook --url "$url" --ca "$dir/webhook-ca.pem" --pod "$LOAD_POD" \
+  load webhook --url "$url" --ca "$dir/webhook-ca.pem" --pod "$LOAD_POD" \
     --namespace "$TEST_NAMESPACE" --seconds "$webhook_seconds" \
     --connections "$webhook_connections" --out "$dir/webhook.json"
   phase_end
 
   phase_begin generation
   log "[$tool] $namespaces labelled namespaces"
-  "$LOAD" scrape "${api[@]}" --out "$dir/generation-before.txt"
-  "$LOAD" generate "${api[@]}" --count "$namespaces" --prefix zt- --labels zero-trust=on \
-    --concurrency "$concurrency" --timeout "${generation_timeout}s" "${expect[@]}" \
+  load scrape "${api[@]}" --out "$dir/generation-before.txt"
+  load generate "${api[@]}" --count "$namespaces" --prefix zt- --labels zero-trust=on \
+    --concurrency "$concurrency" --timeout "${generation_timeout}s" \
+    --stall "${generation_stall}s" "${expect[@]}" \
     --out "$dir/generation.json"
-  "$LOAD" settle "${api[@]}" --out "$dir/settle.json"
-  "$LOAD" scrape "${api[@]}" --out "$dir/generation-after.txt"
-  "$LOAD" delta --before "$dir/generation-before.txt" --after "$dir/generation-after.txt" \
+  load settle "${api[@]}" --out "$dir/settle.json"
+  load scrape "${api[@]}" --out "$dir/generation-after.txt"
+  load delta --before "$dir/generation-before.txt" --after "$dir/generation-after.txt" \
     --out "$dir/generation-delta.json"
   phase_end
 
   phase_begin noop
   log "[$tool] $noop_seconds s with nothing to do"
-  "$LOAD" scrape "${api[@]}" --out "$dir/noop-before.txt"
-  sleep "$noop_seconds"
-  "$LOAD" scrape "${api[@]}" --out "$dir/noop-after.txt"
-  "$LOAD" delta --before "$dir/noop-before.txt" --after "$dir/noop-after.txt" \
+  load scrape "${api[@]}" --out "$dir/noop-before.txt"
+  sleep "$noop_seconds" & wait $!
+  load scrape "${api[@]}" --out "$dir/noop-after.txt"
+  load delta --before "$dir/noop-before.txt" --after "$dir/noop-after.txt" \
     --out "$dir/noop-delta.json"
   phase_end
 
+  echo "load_start=$load_start" >> "$dir/info.env"
+  echo "load_end=$(cut -d' ' -f1 /proc/loadavg)" >> "$dir/info.env"
   local i
   for i in "${!tool_pids[@]}"; do
     echo "vmhwm_${tool_names[$i]}=$(awk '/^VmHWM/ {print $2}' "/proc/${tool_pids[$i]}/status")" \
@@ -589,8 +639,13 @@ run_tool() {
 
 [ -x "$repo/build/bin/bulkhead" ] || die "build/bin/bulkhead is missing: cmake --build build"
 mkdir -p "$(dirname "$out")"
-rm -rf "$work"
+# The work directory is ours only when an earlier run made it (its marker file) or it is new.
+if [ -e "$work" ]; then
+  [ -f "$work/.peers-work" ] || die "$work exists and is not a work directory of this script"
+  rm -rf "$work"
+fi
 mkdir -p "$work/bin"
+touch "$work/.peers-work"
 # A copy: the run uses one binary even if build/ is rebuilt meanwhile.
 cp "$repo/build/bin/bulkhead" "$work/bin/bulkhead"
 start=$SECONDS
@@ -608,5 +663,6 @@ for tool in "${tool_list[@]}"; do
   run_tool "$tool"
 done
 echo
-"$LOAD" report --work "$work" --tools "$tools" --out "$out"
+echo "**Load average at the end:** $(cut -d' ' -f1-3 /proc/loadavg)." >> "$work/machine.txt"
+load report --work "$work" --tools "$tools" --out "$out"
 log "written to $out; the whole run took $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"

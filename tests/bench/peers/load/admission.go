@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,39 +123,58 @@ func runVerdicts(args []string) error {
 	var api apiFlags
 	api.register(fs)
 	namespace := fs.String("namespace", "", "namespace of the pods")
-	podsFile := fs.String("pods", "", "a kubectl List of pods (JSON)")
+	podsFile := fs.String("pods", "", "the pods (JSON: objects or a kubectl List)")
+	url := fs.String("url", "", "send each pod in an AdmissionReview to this webhook URL instead "+
+		"of creating it through the API server")
+	caFile := fs.String("webhook-ca", "", "PEM CA bundle of the webhook (with --url)")
 	out := fs.String("out", "", "result file (JSON)")
 	fs.Parse(args)
-	client, err := api.client(1)
+	var create func(pod map[string]any) (int, string, error)
+	if *url != "" {
+		pool, err := loadPool(*caFile)
+		if err != nil {
+			return err
+		}
+		transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		hc := &http.Client{Transport: transport, Timeout: 10 * time.Second}
+		create = func(pod map[string]any) (int, string, error) {
+			return reviewVerdict(hc, *url, pod, *namespace)
+		}
+	} else {
+		client, err := api.client(1)
+		if err != nil {
+			return err
+		}
+		path := "/api/v1/namespaces/" + *namespace + "/pods?dryRun=All&fieldManager=peers-load"
+		create = func(pod map[string]any) (int, string, error) {
+			body, _ := json.Marshal(pod)
+			code, resp, err := client.do(context.Background(), "POST", path, body, "", 30*time.Second)
+			if err != nil || code == 201 {
+				return code, "", err
+			}
+			return code, statusMessage(resp), nil
+		}
+	}
+	pods, err := readObjects(*podsFile)
 	if err != nil {
 		return err
 	}
-	var list struct {
-		Items []map[string]any `json:"items"`
-	}
-	if err := readJSON(*podsFile, &list); err != nil {
-		return err
-	}
-	path := "/api/v1/namespaces/" + *namespace + "/pods?dryRun=All&fieldManager=peers-load"
 	var verdicts []Verdict
-	for _, pod := range list.Items {
+	for _, pod := range pods {
 		md := metadataOf(pod)
 		name, _ := md["name"].(string)
 		md["namespace"] = *namespace
-		body, _ := json.Marshal(pod)
 		v := Verdict{Pod: name, Expect: "allow"}
 		if strings.HasPrefix(name, "bad-") {
 			v.Expect = "deny"
 		}
-		code, resp, err := client.do(context.Background(), "POST", path, body, "", 30*time.Second)
+		code, message, err := create(pod)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		v.Code = code
 		v.Allowed = code == 201
-		if !v.Allowed {
-			v.Message = statusMessage(resp)
-		}
+		v.Message = message
 		v.Match = v.Allowed == (v.Expect == "allow")
 		mark := "ok      "
 		if !v.Match {
@@ -166,6 +188,43 @@ func runVerdicts(args []string) error {
 		verdicts = append(verdicts, v)
 	}
 	return writeJSON(*out, verdicts)
+}
+
+// reviewVerdict sends the pod to a webhook as kube-apiserver would and reads its answer as the
+// API server would: 201 when allowed, else the answer's status code and message.
+func reviewVerdict(hc *http.Client, url string, pod map[string]any, namespace string) (int, string, error) {
+	body, err := admissionReview(pod, namespace)
+	if err != nil {
+		return 0, "", err
+	}
+	status, answer, _, err := post(hc, url, bytes.Replace(body, []byte(uidPlaceholder),
+		[]byte("6b1e2f00-0000-4000-8000-00000000abcd"), 1))
+	if err != nil {
+		return 0, "", err
+	}
+	if status != 200 {
+		return status, fmt.Sprintf("HTTP %d: %s", status, oneLine(string(answer), 300)), nil
+	}
+	var review struct {
+		Response struct {
+			Allowed bool `json:"allowed"`
+			Status  struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"status"`
+		} `json:"response"`
+	}
+	if err := json.Unmarshal(answer, &review); err != nil {
+		return 0, "", err
+	}
+	if review.Response.Allowed {
+		return 201, "", nil
+	}
+	code := review.Response.Status.Code
+	if code == 0 {
+		code = 403
+	}
+	return code, review.Response.Status.Message, nil
 }
 
 func oneLine(s string, max int) string {

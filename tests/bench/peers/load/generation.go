@@ -25,8 +25,10 @@ type GenerationResult struct {
 	AllSeconds     float64   `json:"all_seconds,omitempty"`   // every expected object exists
 	FirstSeconds   float64   `json:"first_seconds,omitempty"` // the first expected name everywhere
 	NamespaceLag   Latencies `json:"namespace_lag"`           // namespace created -> all its objects
-	Missing        int       `json:"missing"`
+	Missing        int       `json:"missing"`                 // objects
+	MissingSpaces  int       `json:"missing_namespaces"`      // namespaces lacking any of them
 	MissingExample string    `json:"missing_example,omitempty"`
+	Stalled        bool      `json:"stalled"` // gave up: no object appeared for --stall
 	Relists        int       `json:"relists"`
 }
 
@@ -57,6 +59,7 @@ type tracker struct {
 	created  map[string]time.Time // namespace -> created
 	counts   map[string]int       // namespace -> objects present
 	want     int                  // objects per namespace
+	progress time.Time            // when an expected object last appeared
 }
 
 func (t *tracker) saw(gvr, namespace, name string, exists bool, at time.Time) {
@@ -70,6 +73,7 @@ func (t *tracker) saw(gvr, namespace, name string, exists bool, at time.Time) {
 	switch {
 	case exists && !had:
 		t.present[key] = at
+		t.progress = at
 		t.counts[namespace]++
 		if t.counts[namespace] == t.want {
 			t.last[namespace] = at
@@ -90,6 +94,8 @@ func runGenerate(args []string) error {
 	labels := fs.String("labels", "zero-trust=on", "comma-separated K=V labels of the namespaces")
 	concurrency := fs.Int("concurrency", 8, "namespace creates in flight at once")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up waiting for the generated objects")
+	stall := fs.Duration("stall", 3*time.Minute, "give up when no generated object appeared for "+
+		"this long after the last namespace was created")
 	var expect expectList
 	fs.Var(&expect, "expect", "GROUP/VERSION/RESOURCE=NAME,NAME: objects each namespace must get "+
 		"(repeatable; none: only create the namespaces)")
@@ -166,7 +172,8 @@ func runGenerate(args []string) error {
 	fmt.Printf("generate: %d namespaces created in %.1f s (%d POSTs)\n", *count,
 		result.CreateSeconds, result.Posts)
 
-	// Wait (bounded by --timeout) until every namespace has every expected object.
+	// Wait (bounded by --timeout and --stall) until every namespace has every expected object.
+	createsDone := time.Now()
 	if t.want > 0 {
 		ticker := time.NewTicker(100 * time.Millisecond)
 		defer ticker.Stop()
@@ -177,10 +184,15 @@ func runGenerate(args []string) error {
 				done = true
 			case <-ticker.C:
 				t.mu.Lock()
-				complete := len(t.last)
+				complete, progress := len(t.last), t.progress
 				t.mu.Unlock()
+				if progress.Before(createsDone) {
+					progress = createsDone
+				}
 				if complete == *count {
 					done = true
+				} else if time.Since(progress) > *stall {
+					result.Stalled, done = true, true
 				}
 				if time.Since(lastReport) > 15*time.Second {
 					fmt.Printf("generate: %d/%d namespaces complete after %.0f s\n", complete, *count,
@@ -204,8 +216,12 @@ func runGenerate(args []string) error {
 				result.AllSeconds, expect[0].names[0], result.FirstSeconds, result.NamespaceLag.P50,
 				result.NamespaceLag.P99)
 		} else {
-			fmt.Printf("generate: INCOMPLETE after %s: %d objects missing (e.g. %s)\n", *timeout,
-				result.Missing, result.MissingExample)
+			why := "the timeout (" + timeout.String() + ")"
+			if result.Stalled {
+				why = "no new object for " + stall.String()
+			}
+			fmt.Printf("generate: INCOMPLETE, given up after %s: %d objects missing in %d namespaces "+
+				"(e.g. %s)\n", why, result.Missing, result.MissingSpaces, result.MissingExample)
 		}
 	}
 	return writeJSON(*out, result)
@@ -243,10 +259,15 @@ func summariseGeneration(t *tracker, start time.Time, count int, expect expectLi
 	var missing []string
 	for i := 1; i <= count; i++ {
 		ns := fmt.Sprintf("%s%05d", t.prefix, i)
+		lacking := false
 		for key := range t.expected {
 			if _, ok := t.present[ns+"/"+key]; !ok {
 				missing = append(missing, ns+"/"+key)
+				lacking = true
 			}
+		}
+		if lacking {
+			result.MissingSpaces++
 		}
 	}
 	sort.Strings(missing)

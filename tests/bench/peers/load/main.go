@@ -7,9 +7,10 @@
 //	peers-load creates   --namespace NS --pod POD.json --count N --concurrency C
 //	    server-dry-run creates of the pod through the API server (generateName), fixed
 //	    concurrency, bounded count: creates/s, client latency, status codes.
-//	peers-load verdicts  --namespace NS --pods LIST.json
-//	    one server-dry-run create per pod of a kubectl List; a pod named bad-* must be refused,
-//	    any other admitted. Each verdict with the API server's message.
+//	peers-load verdicts  --namespace NS --pods PODS.json [--url URL --webhook-ca CA.pem]
+//	    one server-dry-run create per pod (kubectl's JSON); a pod named bad-* must be refused,
+//	    any other admitted. Each verdict with the API server's message. With --url, each pod
+//	    goes to that webhook alone, in an AdmissionReview.
 //	peers-load webhook   --url URL --ca CA.pem --pod POD.json --namespace NS --seconds S
 //	                     --connections C
 //	    the pod wrapped in an AdmissionReview (as kube-apiserver sends it) POSTed straight to a
@@ -23,8 +24,9 @@
 //	    API writes (apiserver_request_total, verbs POST PUT PATCH DELETE DELETECOLLECTION APPLY,
 //	    dry runs excluded) by verb and resource, and every webhook's
 //	    apiserver_admission_webhook_admission_duration_seconds between two scrapes.
-//	peers-load settle    --quiet-seconds 5 --max-seconds 180
-//	    waits until the API server has seen no write but Lease renewals for a while.
+//	peers-load settle    --quiet 5s --max 3m
+//	    waits until the API server has seen no write for a while, periodic ones (Lease
+//	    renewals, heartbeats) aside.
 //	peers-load rss       --pids P1,P2 --interval 200ms --out FILE
 //	    samples VmRSS of the processes until they exit or it is stopped (SIGTERM).
 //	peers-load report    --work DIR --tools a,b,c --out FILE.md
@@ -39,6 +41,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"time"
@@ -84,6 +87,36 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o644)
+}
+
+// readObjects reads one or more JSON objects (kubectl prints one per object it converts), a
+// List among them flattened into its items.
+func readObjects(path string) ([]map[string]any, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []map[string]any
+	decoder := json.NewDecoder(f)
+	for {
+		var obj map[string]any
+		if err := decoder.Decode(&obj); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if obj["kind"] != "List" {
+			out = append(out, obj)
+			continue
+		}
+		items, _ := obj["items"].([]any)
+		for _, item := range items {
+			if m, ok := item.(map[string]any); ok {
+				out = append(out, m)
+			}
+		}
+	}
 }
 
 func readJSON(path string, v any) error {

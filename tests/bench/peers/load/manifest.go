@@ -13,6 +13,8 @@ import (
 // projects' own YAML by `kubectl create --dry-run=client -o json`), so that each tool runs with
 // what its own chart or manifest says:
 //
+// --in holds JSON objects one after the other, or a List.
+//
 //	manifest select   --in LIST --drop KIND,KIND --out LIST    every object but those kinds
 //	manifest args     --in LIST --deployment NAME [--container NAME]
 //	                  the container's args, one per line (first container by default)
@@ -38,13 +40,13 @@ func runManifest(args []string) error {
 	webhook := fs.String("webhook", "", "webhook name")
 	caOut := fs.String("ca-out", "", "file for the webhook's caBundle")
 	fs.Parse(args[1:])
-	var doc map[string]any
-	if err := readJSON(*in, &doc); err != nil {
+	objects, err := readObjects(*in)
+	if err != nil {
 		return err
 	}
-	items := []any{doc}
-	if doc["kind"] == "List" {
-		items, _ = doc["items"].([]any)
+	items := make([]any, len(objects))
+	for i, obj := range objects {
+		items[i] = obj
 	}
 	switch args[0] {
 	case "select":

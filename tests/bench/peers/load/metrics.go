@@ -331,21 +331,29 @@ type SettleResult struct {
 	Settled bool    `json:"settled"`
 }
 
-// runSettle waits until --quiet-seconds pass without an API write other than a Lease renewal
-// (every tool renews its leader Lease forever), bounded by --max-seconds.
+// runSettle waits until --quiet passes without an API write other than the periodic ones of
+// --ignore (Lease renewals of every tool and of kube-apiserver itself, kube-apiserver's own
+// Endpoints reconciliation, Kyverno's webhook heartbeat on its webhook configurations), bounded
+// by --max.
 func runSettle(args []string) error {
 	fs := flag.NewFlagSet("settle", flag.ExitOnError)
 	var api apiFlags
 	api.register(fs)
 	quiet := fs.Duration("quiet", 5*time.Second, "how long without writes counts as settled")
 	max := fs.Duration("max", 3*time.Minute, "give up after this long")
+	ignore := fs.String("ignore", "leases,endpoints,mutatingwebhookconfigurations,"+
+		"validatingwebhookconfigurations", "resources whose writes do not count")
 	out := fs.String("out", "", "result file (JSON)")
 	fs.Parse(args)
 	client, err := api.client(1)
 	if err != nil {
 		return err
 	}
-	nonLease := func() (int, error) {
+	ignored := map[string]bool{}
+	for _, r := range strings.Split(*ignore, ",") {
+		ignored[r] = true
+	}
+	counted := func() (int, error) {
 		text, err := scrape(client)
 		if err != nil {
 			return 0, err
@@ -354,14 +362,14 @@ func runSettle(args []string) error {
 		n := 0
 		for _, s := range samples {
 			if s.name == requestsFamily && s.labels["dry_run"] == "" && writeVerbs[s.labels["verb"]] &&
-				s.labels["resource"] != "leases" {
+				!ignored[s.labels["resource"]] {
 				n += int(s.value)
 			}
 		}
 		return n, nil
 	}
 	start := time.Now()
-	last, err := nonLease()
+	last, err := counted()
 	if err != nil {
 		return err
 	}
@@ -369,7 +377,7 @@ func runSettle(args []string) error {
 	result := SettleResult{}
 	for time.Since(start) < *max {
 		time.Sleep(time.Second)
-		n, err := nonLease()
+		n, err := counted()
 		if err != nil {
 			return err
 		}
@@ -382,7 +390,7 @@ func runSettle(args []string) error {
 		}
 	}
 	result.Seconds = lastChange.Sub(start).Seconds()
-	fmt.Printf("settle: the last write other than a Lease renewal came %.1f s after the start "+
-		"(settled: %v)\n", result.Seconds, result.Settled)
+	fmt.Printf("settle: the last write other than %s came %.1f s after the start "+
+		"(settled: %v)\n", *ignore, result.Seconds, result.Settled)
 	return writeJSON(*out, result)
 }

@@ -25,7 +25,9 @@ type toolRun struct {
 	settle     *SettleResult
 	noop       *DeltaResult
 	rssPeaks   map[string]float64 // phase -> MiB
+	cpu        map[string]float64 // phase -> CPU seconds of the tool's processes
 	phases     []string
+	direct     []Verdict // the same pods sent to its webhook directly
 }
 
 func loadRun(dir string) *toolRun {
@@ -46,6 +48,7 @@ func loadRun(dir string) *toolRun {
 		r.webhook = nil
 	}
 	optional("verdicts.json", &r.verdicts)
+	optional("verdicts-webhook.json", &r.direct)
 	r.generation = &GenerationResult{}
 	if !optional("generation.json", r.generation) {
 		r.generation = nil
@@ -62,7 +65,7 @@ func loadRun(dir string) *toolRun {
 	if !optional("noop-delta.json", r.noop) {
 		r.noop = nil
 	}
-	r.rssPeaks, r.phases = rssPeaks(filepath.Join(dir, "phases.log"), filepath.Join(dir, "rss.log"))
+	r.rssPeaks, r.cpu, r.phases = sampled(filepath.Join(dir, "phases.log"), filepath.Join(dir, "rss.log"))
 	return r
 }
 
@@ -81,8 +84,9 @@ func readEnv(path string) map[string]string {
 	return out
 }
 
-// rssPeaks is the largest sampled total RSS (MiB) inside each phase's time window.
-func rssPeaks(phasesFile, rssFile string) (map[string]float64, []string) {
+// sampled is, for each phase's time window, the largest sampled total RSS (MiB) and the CPU
+// seconds used between its first and last sample.
+func sampled(phasesFile, rssFile string) (map[string]float64, map[string]float64, []string) {
 	type window struct {
 		name       string
 		start, end int64
@@ -104,27 +108,44 @@ func rssPeaks(phasesFile, rssFile string) (map[string]float64, []string) {
 		}
 	}
 	peaks := map[string]float64{}
+	firstCPU, lastCPU := map[string]float64{}, map[string]float64{}
 	f, err := os.Open(rssFile)
 	if err != nil {
-		return peaks, order
+		return peaks, map[string]float64{}, order
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) < 2 {
+		if len(fields) < 3 {
 			continue
 		}
 		at, _ := strconv.ParseInt(fields[0], 10, 64)
 		kb, _ := strconv.ParseFloat(fields[1], 64)
+		cpuMS, _ := strconv.ParseFloat(fields[2], 64)
 		for _, w := range windows {
-			if at >= w.start && at <= w.end && kb/1024 > peaks[w.name] {
+			if at < w.start || at > w.end {
+				continue
+			}
+			if kb/1024 > peaks[w.name] {
 				peaks[w.name] = kb / 1024
 			}
+			if _, ok := firstCPU[w.name]; !ok {
+				firstCPU[w.name] = cpuMS
+			}
+			lastCPU[w.name] = cpuMS
 		}
 	}
-	return peaks, order
+	cpu := map[string]float64{}
+	for name, first := range firstCPU {
+		cpu[name] = (lastCPU[name] - first) / 1000
+	}
+	return peaks, cpu, order
 }
+
+// The run's --generation-timeout and --generation-stall, for the cells of an incomplete
+// generation.
+var settingsTimeout, settingsStall string
 
 // cell is one figure of one tool; ok=false when the tool has no such figure.
 type cell struct {
@@ -155,6 +176,8 @@ func runReport(args []string) error {
 		baseline = nil
 	}
 	settings := readEnv(filepath.Join(*work, "settings.env"))
+	settingsTimeout = settings["generation_timeout"] + " s"
+	settingsStall = settings["generation_stall"] + " s"
 
 	var b strings.Builder
 	machine, _ := os.ReadFile(filepath.Join(*work, "machine.txt"))
@@ -264,13 +287,20 @@ func runReport(args []string) error {
 		mapCells(runs, generated(func(g *GenerationResult) []float64 {
 			return []float64{g.NamespaceLag.P50 / 1000, g.NamespaceLag.P99 / 1000}
 		}))})
-	emit(row{"its API writes until they settled", "%.0f", mapCells(runs, func(r *toolRun) cell {
-		if r.genWrites == nil || r.generation == nil {
-			return cell{}
-		}
-		return cell{values: []float64{toolWrites(r.genWrites, baseline, r.generation.Posts)}, ok: true}
-	})})
-	emit(row{"... settled after (s)", "%.1f", mapCells(runs, func(r *toolRun) cell {
+	emit(row{"its API writes until they settled, beyond its idle rate", "%.0f", mapCells(runs,
+		func(r *toolRun) cell {
+			if r.genWrites == nil || r.generation == nil {
+				return cell{}
+			}
+			// Its own idle writes (Lease renewals, heartbeats) and the control plane's, at the
+			// rate of the no-op window that follows, are not generation's.
+			idle := r.noop
+			if idle == nil {
+				idle = baseline
+			}
+			return cell{values: []float64{toolWrites(r.genWrites, idle, r.generation.Posts)}, ok: true}
+		})})
+	emit(row{"... its writes went on after that for (s)", "%.1f", mapCells(runs, func(r *toolRun) cell {
 		if r.settle == nil {
 			return cell{}
 		}
@@ -303,28 +333,48 @@ func runReport(args []string) error {
 		})})
 	}
 
-	section("Correctness: the same 20 bad and 20 good pods, server dry run")
-	emit(row{"bad pods refused (of 20)", "%.0f", mapCells(runs, func(r *toolRun) cell {
-		return countVerdicts(r, "deny", false)
+	section("CPU time of its processes (s)")
+	for _, phase := range runs[0].phases {
+		phase := phase
+		emit(row{phaseLabel(phase), "%.1f", mapCells(runs, func(r *toolRun) cell {
+			v, ok := r.cpu[phase]
+			if !ok {
+				return cell{}
+			}
+			return cell{values: []float64{v}, ok: true}
+		})})
+	}
+
+	section("Correctness: the same 20 bad and 20 good pods")
+	emit(row{"server dry run: bad pods refused (of 20)", "%.0f", mapCells(runs, func(r *toolRun) cell {
+		return countVerdicts(r.verdicts, "deny", false)
 	})})
-	emit(row{"good pods admitted (of 20)", "%.0f", mapCells(runs, func(r *toolRun) cell {
-		return countVerdicts(r, "allow", true)
+	emit(row{"server dry run: good pods admitted (of 20)", "%.0f", mapCells(runs, func(r *toolRun) cell {
+		return countVerdicts(r.verdicts, "allow", true)
 	})})
+	emit(row{"its webhook alone (AdmissionReview sent to it): bad refused / good admitted", "%.0f",
+		mapCells(runs, func(r *toolRun) cell {
+			bad, good := countVerdicts(r.direct, "deny", false), countVerdicts(r.direct, "allow", true)
+			if !bad.ok {
+				return cell{}
+			}
+			return cell{values: append(bad.values, good.values...), ok: true}
+		})})
+	emit(row{"machine load average (1 min) when its run started / ended", "%.2f",
+		mapCells(runs, func(r *toolRun) cell {
+			start, err1 := strconv.ParseFloat(r.info["load_start"], 64)
+			end, err2 := strconv.ParseFloat(r.info["load_end"], 64)
+			if err1 != nil || err2 != nil {
+				return cell{}
+			}
+			return cell{values: []float64{start, end}, ok: true}
+		})})
 
 	// What sits behind the figures: mismatches, webhooks, writes by resource.
 	fmt.Fprintf(&b, "\n**Verdicts that differ from the expected one**\n\n")
 	for _, r := range runs {
-		var lines []string
-		for _, v := range r.verdicts {
-			if v.Match {
-				continue
-			}
-			what := "admitted"
-			if !v.Allowed {
-				what = "refused: " + oneLine(v.Message, 200)
-			}
-			lines = append(lines, fmt.Sprintf("  - `%s` (expected %s) %s", v.Pod, v.Expect, what))
-		}
+		lines := mismatches(r.verdicts, "")
+		lines = append(lines, mismatches(r.direct, "its webhook alone: ")...)
 		if len(r.verdicts) == 0 {
 			lines = append(lines, "  - (not measured)")
 		} else if len(lines) == 0 {
@@ -353,9 +403,11 @@ func runReport(args []string) error {
 		}
 	}
 	if baseline != nil {
-		fmt.Fprintf(&b, "- the control plane alone (no tool), %.0f s: %d %s; subtracted from every "+
-			"tool's writes at that rate\n", baseline.Seconds, baseline.Writes,
-			topWrites(baseline.WritesBy, 10))
+		fmt.Fprintf(&b, "- the control plane alone (no tool), %.0f s: %d %s; subtracted, at that "+
+			"rate, from each tool's writes when it had nothing to do; from its generation writes, "+
+			"the rate of its own window with nothing to do (itself and the control plane idling) "+
+			"is subtracted, and the load tool's namespace POSTs\n", baseline.Seconds,
+			baseline.Writes, topWrites(baseline.WritesBy, 10))
 	}
 	fmt.Print(b.String())
 	if *out != "" {
@@ -397,17 +449,22 @@ func formatCell(format string, c, ref cell, isRef bool) string {
 	}
 	values := make([]string, len(c.values))
 	ratios := make([]string, len(c.values))
+	// Ratios of the values as shown, so that they agree with what the reader sees.
+	shown := func(v float64) float64 {
+		x, _ := strconv.ParseFloat(fmt.Sprintf(format, v), 64)
+		return x
+	}
 	for i, v := range c.values {
 		values[i] = fmt.Sprintf(format, v)
 		switch {
 		case !ref.ok || i >= len(ref.values):
 			ratios[i] = "?"
-		case ref.values[i] == 0 && v == 0:
+		case shown(ref.values[i]) == 0 && shown(v) == 0:
 			ratios[i] = "="
-		case ref.values[i] == 0:
+		case shown(ref.values[i]) == 0:
 			ratios[i] = "∞"
 		default:
-			ratios[i] = formatRatio(v / ref.values[i])
+			ratios[i] = formatRatio(shown(v) / shown(ref.values[i]))
 		}
 	}
 	text := strings.Join(values, " / ") + c.note
@@ -446,28 +503,51 @@ func generated(f func(*GenerationResult) []float64) func(*toolRun) cell {
 			return cell{note: "no generate"}
 		}
 		if !r.generation.Complete {
-			return cell{note: fmt.Sprintf("incomplete (%d missing)", r.generation.Missing)}
+			spaces := r.generation.MissingSpaces
+			if spaces == 0 && len(r.generation.Expected) > 0 { // results of an older peers-load
+				spaces = r.generation.Missing / len(r.generation.Expected)
+			}
+			why := "at the " + settingsTimeout + " timeout"
+			if r.generation.Stalled {
+				why = "when none had appeared for " + settingsStall
+			}
+			return cell{note: fmt.Sprintf("never: %d namespaces still lacked objects %s", spaces, why)}
 		}
 		return cell{values: f(r.generation), ok: true}
 	}
 }
 
-// toolWrites is the writes of a window minus the load tool's own and the control plane's own
-// (at the rate measured without any tool).
-func toolWrites(d *DeltaResult, baseline *DeltaResult, ours int) float64 {
+// toolWrites is the writes of a window minus the load tool's own and those an idle window
+// (the control plane alone, or the tool idling on it) makes in as long.
+func toolWrites(d *DeltaResult, idle *DeltaResult, ours int) float64 {
 	own := 0.0
-	if baseline != nil && baseline.Seconds > 0 {
-		own = float64(baseline.Writes) / baseline.Seconds * d.Seconds
+	if idle != nil && idle.Seconds > 0 {
+		own = float64(idle.Writes) / idle.Seconds * d.Seconds
 	}
 	return math.Max(0, math.Round(float64(d.Writes-ours)-own))
 }
 
-func countVerdicts(r *toolRun, expect string, allowed bool) cell {
-	if len(r.verdicts) == 0 {
+func mismatches(verdicts []Verdict, prefix string) []string {
+	var lines []string
+	for _, v := range verdicts {
+		if v.Match {
+			continue
+		}
+		what := "admitted"
+		if !v.Allowed {
+			what = "refused: " + oneLine(v.Message, 200)
+		}
+		lines = append(lines, fmt.Sprintf("  - %s`%s` (expected %s) %s", prefix, v.Pod, v.Expect, what))
+	}
+	return lines
+}
+
+func countVerdicts(verdicts []Verdict, expect string, allowed bool) cell {
+	if len(verdicts) == 0 {
 		return cell{}
 	}
 	n := 0
-	for _, v := range r.verdicts {
+	for _, v := range verdicts {
 		if v.Expect == expect && v.Allowed == allowed {
 			n++
 		}

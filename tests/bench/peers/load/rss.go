@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// runRSS appends "UNIX_MS TOTAL_KB KB..." lines (VmRSS of each pid, 0 once gone) every interval
-// until every process is gone, SIGTERM/SIGINT arrives, or --max passes.
+// runRSS appends "UNIX_MS TOTAL_KB TOTAL_CPU_MS KB..." lines (VmRSS of each pid, 0 once gone;
+// the CPU time, user and system, the live processes have used so far) every interval until every
+// process is gone, SIGTERM/SIGINT arrives, or --max passes.
 func runRSS(args []string) error {
 	fs := flag.NewFlagSet("rss", flag.ExitOnError)
 	pidList := fs.String("pids", "", "comma-separated process ids")
@@ -42,17 +43,18 @@ func runRSS(args []string) error {
 	defer ticker.Stop()
 	deadline := time.After(*max)
 	for {
-		total, alive := 0, 0
+		total, cpu, alive := 0, 0, 0
 		values := make([]string, len(pids))
 		for i, pid := range pids {
 			kb := statusKB(pid, "VmRSS")
 			if kb > 0 {
 				alive++
+				cpu += cpuMS(pid)
 			}
 			total += kb
 			values[i] = strconv.Itoa(kb)
 		}
-		fmt.Fprintf(w, "%d %d %s\n", time.Now().UnixMilli(), total, strings.Join(values, " "))
+		fmt.Fprintf(w, "%d %d %d %s\n", time.Now().UnixMilli(), total, cpu, strings.Join(values, " "))
 		if alive == 0 {
 			return nil
 		}
@@ -85,4 +87,25 @@ func statusKB(pid int, field string) int {
 		}
 	}
 	return 0
+}
+
+// cpuMS is the user and system CPU time of a process in milliseconds (fields 14 and 15 of
+// /proc/PID/stat, in clock ticks of 10 ms: USER_HZ is 100 on Linux).
+func cpuMS(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest) // fields[0] is field 3 (state)
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.Atoi(fields[11])
+	stime, _ := strconv.Atoi(fields[12])
+	return (utime + stime) * 10
 }
