@@ -57,6 +57,7 @@ struct Options {
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   std::int64_t workers = 4;
   bool backgroundScan = true;
+  bool validatingAdmissionPolicy = false;
   std::string metricsBindAddress = ":8080";
   std::string webhookBindAddress;
   std::string webhookCertSecret = "bulkhead-webhook-tls";
@@ -233,6 +234,7 @@ int serve(const Options& opts) {
   copts.resyncPeriod = opts.resyncPeriod;
   copts.namespaceWorkers = static_cast<int>(opts.workers);
   copts.backgroundScan = opts.backgroundScan;
+  copts.admissionTwin = opts.validatingAdmissionPolicy;
 
   kube::ManagerOptions mopts;
   mopts.discoveryInterval = opts.meshDiscoveryInterval;
@@ -399,6 +401,10 @@ int run(int argc, char** argv) {
                 "judge existing Pods and workloads in selected namespaces by their policy: "
                 "counts on the policy status, and a Report per namespace where the OpenReports "
                 "API is served (caches every Pod and workload, only the fields the rules read)");
+  flags.addBool("validating-admission-policy", &opts.validatingAdmissionPolicy,
+                "write for each SegmentationPolicy a ValidatingAdmissionPolicy and binding with "
+                "which the API server itself enforces the pod rules that need no cluster state, "
+                "so they hold while the webhook is unreachable");
   flags.addString("metrics-bind-address", &opts.metricsBindAddress,
                   "host:port of /metrics, /healthz and /readyz (plain HTTP)");
   flags.addString("webhook-bind-address", &opts.webhookBindAddress,

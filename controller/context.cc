@@ -256,6 +256,12 @@ const kube::ResourceType& ControllerContext::typeOf(const json& object) {
   if (kind == "AuthorizationPolicy") {
     return resources::kAuthorizationPolicies;
   }
+  if (kind == "ValidatingAdmissionPolicy") {
+    return kube::resources::kValidatingAdmissionPolicies;
+  }
+  if (kind == "ValidatingAdmissionPolicyBinding") {
+    return kube::resources::kValidatingAdmissionPolicyBindings;
+  }
   return kube::resources::kNetworkPolicies;
 }
 

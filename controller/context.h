@@ -30,6 +30,9 @@ struct ControllerOptions {
   // The background scan of existing Pods and workloads (posture_reconciler.h). It caches every
   // Pod and workload of the cluster (only the fields the rules read).
   bool backgroundScan = true;
+  // The admission twin of each policy: a ValidatingAdmissionPolicy and its binding
+  // (twin_reconciler.h).
+  bool admissionTwin = false;
 };
 
 namespace resources = kube::resources;
@@ -66,6 +69,9 @@ struct Caches {
   std::shared_ptr<kube::Informer> grants;
   // Pods and workloads, for the background scan (empty when it is off), as kScannedTypes.
   std::vector<std::shared_ptr<kube::Informer>> scanned;
+  // The generated ValidatingAdmissionPolicies and bindings (null when the twin is off).
+  std::shared_ptr<kube::Informer> admissionPolicies;
+  std::shared_ptr<kube::Informer> admissionPolicyBindings;
 };
 
 // Istio's informers, while its security API is served.

@@ -66,6 +66,12 @@ Caches cachesFrom(kube::SharedCache& cache, const ControllerOptions& options) {
       c.scanned.push_back(cache.informer(type));
     }
   }
+  if (options.admissionTwin) {
+    c.admissionPolicies =
+        cache.informer(kube::resources::kValidatingAdmissionPolicies, policy::kManagedBySelector);
+    c.admissionPolicyBindings = cache.informer(kube::resources::kValidatingAdmissionPolicyBindings,
+                                               policy::kManagedBySelector);
+  }
   return c;
 }
 
@@ -92,6 +98,7 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
       exceptionReconciler_(ctx_),
       grantReconciler_(ctx_),
       postureReconciler_(ctx_),
+      twinReconciler_(ctx_),
       namespaces_(
           "namespace", clock, options.namespaceWorkers,
           [this](const std::string& ns) { return namespaceReconciler_.reconcile(ns); },
@@ -105,7 +112,9 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
       grants_("accessgrant", clock, options.namespaceWorkers,
               [this](const std::string& key) { return grantReconciler_.reconcile(key); }),
       postures_("posture", clock, 1,
-                [this](const std::string& ns) { return postureReconciler_.reconcile(ns); }) {}
+                [this](const std::string& ns) { return postureReconciler_.reconcile(ns); }),
+      twins_("admissiontwin", clock, 1,
+             [this](const std::string& name) { return twinReconciler_.reconcile(name); }) {}
 
 Controllers::~Controllers() { stop(); }
 
@@ -183,6 +192,7 @@ void Controllers::updateMesh() {
   enqueueAllPolicies(milliseconds(0));
   enqueueAllGrants();
   enqueueAllPostures();  // requireSidecar applies only with the mesh
+  enqueueAllTwins(milliseconds(0));
 }
 
 void Controllers::updateReports() {
@@ -285,6 +295,10 @@ void Controllers::start() {
     for (const auto& inf : c.scanned) {
       scannedSynced = scannedSynced && inf->hasSynced();
     }
+    if (c.admissionPolicies != nullptr) {
+      scannedSynced = scannedSynced && c.admissionPolicies->hasSynced() &&
+                      c.admissionPolicyBindings->hasSynced();
+    }
     const bool synced = known && c.namespaces->hasSynced() && c.policies->hasSynced() &&
                         c.networkPolicies->hasSynced() && c.tenantNetworkPolicies->hasSynced() &&
                         c.endpointSlices->hasSynced() && c.exceptions->hasSynced() &&
@@ -316,6 +330,7 @@ void Controllers::start() {
   enqueueAllExceptions();
   enqueueAllGrants();
   enqueueAllPostures();
+  enqueueAllTwins(milliseconds(0));
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
@@ -326,6 +341,7 @@ void Controllers::start() {
     exceptions_.start();
     grants_.start();
     postures_.start();
+    twins_.start();
     loop_ = std::thread([this] { loop(); });
   }
   log::info("segmentation controller started",
@@ -357,6 +373,7 @@ void Controllers::loop() {
       enqueueAllNamespaces();
       enqueueAllPolicies(milliseconds(0));
       enqueueAllPostures();
+      enqueueAllTwins(milliseconds(0));
       nextResync = ctx_.clock->monotonicNow() + ctx_.options.resyncPeriod;
     }
   }
@@ -396,6 +413,7 @@ void Controllers::stop() {
   exceptions_.stop();
   grants_.stop();
   postures_.stop();
+  twins_.stop();
   if (loop_.joinable()) {
     loop_.join();
   }

@@ -13,6 +13,7 @@
 #include "controller/namespace_reconciler.h"
 #include "controller/policy_reconciler.h"
 #include "controller/posture_reconciler.h"
+#include "controller/twin_reconciler.h"
 #include "kube/controller.h"
 #include "kube/discovery.h"
 #include "kube/manager.h"
@@ -54,6 +55,8 @@ class Controllers : public kube::LeaderRunnable {
   void enqueueAllExceptions();
   void enqueueAllGrants();
   void enqueueAllPostures();
+  // Every policy's admission twin, and those of policies that are gone (orphans).
+  void enqueueAllTwins(std::chrono::milliseconds delay);
   // A scanned Pod or workload, or an exception, changed in `ns`: scan it again (batched).
   void enqueuePosture(const std::string& ns);
   // The grants whose destination or source is namespace `ns`.
@@ -79,11 +82,13 @@ class Controllers : public kube::LeaderRunnable {
   ExceptionReconciler exceptionReconciler_;
   GrantReconciler grantReconciler_;
   PostureReconciler postureReconciler_;
+  TwinReconciler twinReconciler_;
   kube::Controller namespaces_;
   kube::Controller policies_;
   kube::Controller exceptions_;
   kube::Controller grants_;
   kube::Controller postures_;
+  kube::Controller twins_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -4,6 +4,7 @@
 
 #include "common/log.h"
 #include "controller/metrics.h"
+#include "policy/admission_twin.h"
 #include "policy/policy_status.h"
 
 namespace bulkhead::controller {
@@ -123,6 +124,9 @@ Status PolicyReconciler::updateStatus(const policy::SegmentationPolicy& p, const
   in.invalidSpec = invalidSpec;
   in.meshAvailable = static_cast<bool>(ctx_.mesh());
   in.backgroundScan = ctx_.options.backgroundScan;
+  in.admissionTwin = ctx_.caches.admissionPolicyBindings != nullptr &&
+                     ctx_.caches.admissionPolicyBindings->store().get(
+                         policy::twinName(p.name)) != nullptr;
   in.oldStatus = object.value("status", json::object());
   in.now = ctx_.clock->now();
   int64_t totalSelected = 0, totalSegmented = 0;

@@ -33,6 +33,7 @@ void Controllers::watch() {
         ctx_.setNamespaceFacts({nameOf(o), policy::labelsOf(o)});
         namespaces_.enqueue(nameOf(o));
         enqueueAllPolicies(kStatusDelay);
+        enqueueAllTwins(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
         enqueuePosture(nameOf(o));
       },
@@ -42,6 +43,7 @@ void Controllers::watch() {
           ctx_.setNamespaceFacts({nameOf(o), policy::labelsOf(o)});
           namespaces_.enqueue(nameOf(o));
           enqueueAllPolicies(kStatusDelay);
+          enqueueAllTwins(kStatusDelay);
           for (const auto& e : ctx_.caches.exceptions->store().byNamespace(nameOf(o))) {
             exceptions_.enqueue(kube::objectKey(*e));  // another policy may govern it now
           }
@@ -56,6 +58,7 @@ void Controllers::watch() {
         ctx_.forgetNamespace(nameOf(o));
         enqueuePosture(nameOf(o));
         enqueueAllPolicies(kStatusDelay);
+        enqueueAllTwins(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
       }});
 
@@ -71,6 +74,7 @@ void Controllers::watch() {
     enqueueAllExceptions();
     enqueueAllGrants();
     enqueueAllPostures();
+    enqueueAllTwins(milliseconds(0));  // which policy governs a namespace may have changed
   };
   on(c.policies, {onPolicy,
                   [this, onPolicy](const json& old, const json& o) {
@@ -102,7 +106,21 @@ void Controllers::watch() {
   on(c.exceptions, onAny([this](const json& o) {
        exceptions_.enqueue(kube::objectKey(o));
        enqueuePosture(namespaceOf(o));
+       enqueueAllTwins(milliseconds(0));  // the twin carries the Active ones
      }));
+
+  // The admission twins: drift, and orphans of policies that are gone.
+  for (const auto& inf : {c.admissionPolicies, c.admissionPolicyBindings}) {
+    if (inf != nullptr) {
+      on(inf, onAny([this](const json& o) {
+           const policy::Labels labels = policy::labelsOf(o);
+           if (auto it = labels.find(policy::kPolicyLabel); it != labels.end()) {
+             twins_.enqueue(it->second);
+             policies_.enqueueAfter(it->second, kStatusDelay);  // status.layers
+           }
+         }));
+    }
+  }
   on(c.grants, onAny([this](const json& o) { grants_.enqueue(kube::objectKey(o)); }));
 
   // Pods and workloads: their namespace's posture. Pods change often (their status, which the
@@ -212,6 +230,24 @@ void Controllers::enqueueGrantsOf(const std::string& ns) {
   }
   for (const auto& g : ctx_.caches.grants->store().byIndex(kSourceIndex, ns)) {
     grants_.enqueue(kube::objectKey(*g));
+  }
+}
+
+void Controllers::enqueueAllTwins(milliseconds delay) {
+  const Caches& c = ctx_.caches;
+  if (c.admissionPolicies == nullptr) {
+    return;
+  }
+  for (const auto& key : c.policies->store().keys()) {
+    twins_.enqueueAfter(key, delay);
+  }
+  for (const auto& inf : {c.admissionPolicies, c.admissionPolicyBindings}) {
+    for (const auto& o : inf->store().list()) {
+      const policy::Labels labels = policy::labelsOf(*o);
+      if (auto it = labels.find(policy::kPolicyLabel); it != labels.end()) {
+        twins_.enqueueAfter(it->second, delay);
+      }
+    }
   }
 }
 

@@ -57,6 +57,12 @@ inline const ResourceType kEndpointSlices{"discovery.k8s.io", "v1", "endpointsli
 inline const ResourceType kValidatingWebhookConfigurations{
     "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
     "ValidatingWebhookConfiguration", false};
+inline const ResourceType kValidatingAdmissionPolicies{
+    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicy", false};
+inline const ResourceType kValidatingAdmissionPolicyBindings{
+    "admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+    "ValidatingAdmissionPolicyBinding", false};
 inline const ResourceType kCustomResourceDefinitions{"apiextensions.k8s.io", "v1",
                                                      "customresourcedefinitions",
                                                      "CustomResourceDefinition", false};

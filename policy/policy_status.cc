@@ -111,12 +111,23 @@ json policyStatus(const PolicyStatusInput& in) {
       in.meshAvailable ? "security.istio.io/v1 is served"
                        : "security.istio.io/v1 is not served: only NetworkPolicies are "
                          "written"));
+  json layers = json::array();
+  if (p.network.denyIngress || p.network.denyEgress) {
+    layers.push_back("NetworkPolicy");
+  }
+  if (in.meshAvailable && p.mtlsManaged()) {
+    layers.push_back("PeerAuthentication");
+  }
+  if (in.admissionTwin) {
+    layers.push_back("ValidatingAdmissionPolicy");
+  }
   json status = {{"observedGeneration", p.generation},
                  {"selectedNamespaces", static_cast<int64_t>(in.selected.size())},
                  {"segmentedNamespaces", segmented},
                  {"conflictingNamespaces", conflictNames},
                  {"tenantPolicyViolations", static_cast<int64_t>(tenantViolations.size())},
                  {"meshAvailable", in.meshAvailable},
+                 {"layers", layers},
                  {"conditions", conditions}};
   if (in.backgroundScan) {
     status["violatingPods"] = violatingPods;

@@ -39,6 +39,7 @@ struct PolicyStatusInput {
   std::string invalidSpec;
   bool meshAvailable = false;
   bool backgroundScan = false;  // the counts of violating objects are kept
+  bool admissionTwin = false;   // its ValidatingAdmissionPolicy and binding are written
   std::vector<SelectedNamespace> selected;  // in name order
   nlohmann::json oldStatus = nlohmann::json::object();
   std::chrono::system_clock::time_point now;

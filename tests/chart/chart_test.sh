@@ -37,6 +37,8 @@ variants=(
   "extra-args:--set extraArgs={--resync-period=5m,--log-level=debug}"
   "no-background-scan:--set backgroundScan.enabled=false"
   "report-crd:--set backgroundScan.installReportCRD=true"
+  "twin-on:--set validatingAdmissionPolicy.enabled=true"
+  "twin-off-ignore:--set webhook.failurePolicy=Ignore --set validatingAdmissionPolicy.enabled=false"
 )
 
 passed=0
@@ -273,6 +275,9 @@ done
 expect_can no delete pods
 expect_can yes patch reports.openreports.io
 expect_can yes delete reports.openreports.io
+# The admission twin is off by default (failurePolicy Fail): no access to admission policies.
+expect_can no create validatingadmissionpolicies.admissionregistration.k8s.io
+expect_can no list validatingadmissionpolicybindings.admissionregistration.k8s.io
 
 # What bulkhead (or cert-manager's cainjector) does at run time: write the CA into caBundle.
 ca_bundle=$(base64 -w0 <"$TESTENV_CA")

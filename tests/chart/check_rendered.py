@@ -313,4 +313,22 @@ if variant == "defaults":
           (container.get("image"), container.get("imagePullPolicy"))
           == (f"bulkhead:{app_version}", "IfNotPresent"), container.get("image"))
 
+# --- the admission twin ------------------------------------------------------------------------
+
+twin_rules = [r for r in one("ClusterRole", f"{RELEASE}-controller").get("rules", [])
+              if "validatingadmissionpolicies" in r.get("resources", [])]
+twin_on = variant in ("twin-on", "failure-policy-ignore")
+check(f"admission twin {'on' if twin_on else 'off'}: --validating-admission-policy={str(twin_on).lower()}",
+      f"--validating-admission-policy={str(twin_on).lower()}" in args, str(args))
+if twin_on:
+    check("admission twin: every verb on the admission policies and bindings, nothing else",
+          twin_rules == [{"apiGroups": ["admissionregistration.k8s.io"],
+                          "resources": ["validatingadmissionpolicies",
+                                        "validatingadmissionpolicybindings"],
+                          "verbs": ["get", "list", "watch", "create", "patch", "update",
+                                    "delete"]}], str(twin_rules))
+else:
+    check("admission twin off: no RBAC on admission policies", not twin_rules, str(twin_rules))
+
 sys.exit(1 if failed else 0)
+

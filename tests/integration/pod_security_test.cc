@@ -88,13 +88,6 @@ json namespaceObject(const std::string& name) {
   return *ns;
 }
 
-void createNamespace(const std::string& name, const Labels& labels) {
-  json ns = {{"apiVersion", "v1"},
-             {"kind", "Namespace"},
-             {"metadata", {{"name", name}, {"labels", labels}}}};
-  auto created = admin()->create(kube::resources::kNamespaces, ns);
-  REQUIRE_MESSAGE(created.ok(), created.status().toString());
-}
 
 // The namespace's pod-security.kubernetes.io/ labels, whoever set them.
 Labels podSecurityLabelsOf(const json& ns) {
@@ -172,9 +165,9 @@ std::vector<Fixture> fixtures(const std::string& level, const std::string& outco
 const std::string& fixturesNamespace() {
   static const std::string ns = [] {
     bulkhead();
-    createNamespace("psa-fixtures", {{"psa", "fixtures"},
+    REQUIRE(createNamespace("psa-fixtures", {{"psa", "fixtures"},
                                      {"team", "payments"},
-                                     {"pod-security.kubernetes.io/warn", "restricted"}});
+                                     {"pod-security.kubernetes.io/warn", "restricted"}}));
     waitForPodSecurityLabels("psa-fixtures", {{kEnforce, "baseline"},
                                               {kEnforceVersion, "latest"},
                                               {"pod-security.kubernetes.io/warn", "restricted"}});
@@ -244,7 +237,7 @@ TEST_CASE(
   const std::string& ns = fixturesNamespace();
   // The control: a namespace no policy selects, so without Pod Security labels. What the API
   // server refuses in `ns` and admits there is refused because of the labels Bulkhead set.
-  createNamespace("psa-control", {});
+  REQUIRE(createNamespace("psa-control", {}));
   auto fail = fixtures("baseline", "fail");
   auto pass = fixtures("baseline", "pass");
   int refused = 0, refusedByValidation = 0, admittedInControl = 0, admitted = 0;
@@ -327,13 +320,13 @@ TEST_CASE("labels go when the namespace leaves; labels Bulkhead does not own sta
   bulkhead();
   // Before selection: the user's own warn label, and an enforce label of the same value as the
   // policy's (so also the user's, after Bulkhead applied it too).
-  createNamespace("psa-leaving", {{"team", "blue"},
+  REQUIRE(createNamespace("psa-leaving", {{"team", "blue"},
                                   {"pod-security.kubernetes.io/warn", "restricted"},
-                                  {"pod-security.kubernetes.io/audit", "baseline"}});
-  createNamespace("psa-shared", {{kEnforce, "baseline"}});
+                                  {"pod-security.kubernetes.io/audit", "baseline"}}));
+  REQUIRE(createNamespace("psa-shared", {{kEnforce, "baseline"}}));
   // A different level set before selection: the policy's is forced over it, and it is
   // Bulkhead's from then on (so it leaves with the policy).
-  createNamespace("psa-taken", {{kEnforce, "restricted"}, {kEnforceVersion, "v1.30"}});
+  REQUIRE(createNamespace("psa-taken", {{kEnforce, "restricted"}, {kEnforceVersion, "v1.30"}}));
   for (const char* ns : {"psa-leaving", "psa-shared", "psa-taken"}) {
     relabel(ns, {{"psa", "on"}});
   }
@@ -368,7 +361,7 @@ TEST_CASE("Unmanaged writes no label; a policy turned Unmanaged or deleted takes
   const kube::ResourceType policies{"bulkhead.dev", "v1alpha1", "segmentationpolicies",
                                     "SegmentationPolicy", false};
   // A namespace of an Unmanaged policy is segmented, and its own Pod Security label stays its.
-  createNamespace("psa-own", {{"psa", "hands-off"}, {kEnforce, "privileged"}});
+  REQUIRE(createNamespace("psa-own", {{"psa", "hands-off"}, {kEnforce, "privileged"}}));
   REQUIRE(eventually(seconds(30), [] { return segmented("psa-own"); }));
   json own = namespaceObject("psa-own");
   CHECK(podSecurityLabelsOf(own) == Labels{{kEnforce, "privileged"}});
@@ -386,7 +379,7 @@ spec:
   podSecurity: {enforce: restricted, version: v1.34}
 )");
   REQUIRE_MESSAGE(created.exitCode == 0, created.err);
-  createNamespace("psa-changing", {{"psa", "changing"}});
+  REQUIRE(createNamespace("psa-changing", {{"psa", "changing"}}));
   waitForPodSecurityLabels("psa-changing", {{kEnforce, "restricted"}, {kEnforceVersion, "v1.34"}});
   auto patch = [&](const json& podSecurity) {
     auto r =
@@ -428,7 +421,7 @@ spec:
 )";
   auto applied = kubectl({"apply", "-f", "-"}, policyYaml);
   REQUIRE_MESSAGE(applied.exitCode == 0, applied.err);
-  createNamespace("psa-checked", {{"psa", "checked"}});
+  REQUIRE(createNamespace("psa-checked", {{"psa", "checked"}}));
   json probe = {
       {"apiVersion", "v1"},
       {"kind", "Pod"},

@@ -26,6 +26,7 @@ namespace {
 
 using testing::BulkheadProcess;
 using testing::ControlPlane;
+using testing::createNamespace;
 using testing::eventually;
 using testing::serviceAccountDir;
 using kube::json;
@@ -49,14 +50,6 @@ void run(const std::string& script) {
   REQUIRE_MESSAGE(r.exitCode == 0, script << "\n" << r.out << r.err);
 }
 
-void createNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
-  json ns = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}};
-  for (const auto& [k, v] : labels) {
-    ns["metadata"]["labels"][k] = v;
-  }
-  auto created = admin()->create(kube::resources::kNamespaces, ns);
-  REQUIRE_MESSAGE(created.ok(), created.status().toString());
-}
 
 json policyObject(const std::string& name, json spec) {
   return {{"apiVersion", "bulkhead.dev/v1alpha1"},
@@ -138,7 +131,7 @@ TEST_CASE("SegmentationPolicy end to end: select, segment, repair, conflict, uns
     if (i % 2 == 0) {
       labels["zero-trust"] = "on";
     }
-    createNamespace("seg-" + std::to_string(i), labels);
+    REQUIRE(createNamespace("seg-" + std::to_string(i), labels));
   }
   auto selected = [](int i) { return i % 2 == 0; };
 
@@ -317,8 +310,8 @@ TEST_CASE("SegmentationException status: Pending, Active on approval, Expired at
   json guarded = policyObject("guarded", {{"namespaceSelector", {{"matchLabels", {{"vault", "on"}}}}},
                                           {"exceptions", {{"approverGroups", {"security"}}}}});
   REQUIRE(admin()->create(kPolicies, guarded).ok());
-  createNamespace("vault", {{"vault", "on"}});
-  createNamespace("open-ns", {});
+  REQUIRE(createNamespace("vault", {{"vault", "on"}}));
+  REQUIRE(createNamespace("open-ns", {}));
   const kube::ResourceType& kExceptions = kube::resources::kSegmentationExceptions;
   auto exception = [](const std::string& name, const std::string& ns, seconds lifetime) {
     return json{{"apiVersion", "bulkhead.dev/v1alpha1"},
@@ -368,7 +361,11 @@ TEST_CASE("kill -9 while converging 200 namespaces, then restart: converged, not
   json policy = policyObject("bulk", {{"namespaceSelector", {{"matchLabels", {{"bulk", "yes"}}}}}});
   REQUIRE(admin()->create(kPolicies, policy).ok());
   for (int i = 0; i < 200; ++i) {
-    createNamespace("bulk-" + std::to_string(i), {{"bulk", "yes"}});
+    // Through the client, not kubectl: fast enough to be converging while they come.
+    json ns = {{"apiVersion", "v1"},
+               {"kind", "Namespace"},
+               {"metadata", {{"name", "bulk-" + std::to_string(i)}, {"labels", {{"bulk", "yes"}}}}}};
+    REQUIRE(admin()->create(kube::resources::kNamespaces, ns).ok());
   }
   bool mesh = *admin()->isServed("security.istio.io", "v1", "peerauthentications");
   {

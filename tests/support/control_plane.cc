@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <memory>
 
 namespace bulkhead::testing {
@@ -175,6 +176,17 @@ std::string denial(const ProcessResult& r) {
   auto at = r.err.find(kWebhookDenied);
   return at == std::string::npos ? "(admitted or other error: " + r.err + ")"
                                  : r.err.substr(at + kWebhookDenied.size());
+}
+
+bool createNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
+  nlohmann::json ns = {{"apiVersion", "v1"},
+                       {"kind", "Namespace"},
+                       {"metadata", {{"name", name}, {"labels", labels}}}};
+  ProcessResult r = kubectl({"create", "-f", "-"}, ns.dump());
+  if (r.exitCode != 0) {
+    std::cerr << "creating namespace " << name << ": " << r.err;
+  }
+  return r.exitCode == 0;
 }
 
 }  // namespace bulkhead::testing

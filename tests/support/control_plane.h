@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,5 +69,8 @@ ProcessResult kubectl(const std::vector<std::string>& args, const std::string& i
 inline constexpr std::string_view kWebhookDenied =
     "admission webhook \"validate.bulkhead.dev\" denied the request: ";
 std::string denial(const ProcessResult& r);
+
+// Creates namespace `name` with `labels` through kubectl; false (the error on stderr) if refused.
+bool createNamespace(const std::string& name, const std::map<std::string, std::string>& labels);
 
 }  // namespace bulkhead::testing

@@ -75,3 +75,16 @@ itself or by cert-manager, and read by every replica through the API.
 {{- define "bulkhead.webhookSecretName" -}}
 {{- printf "%s-webhook-tls" (include "bulkhead.fullname" .) }}
 {{- end }}
+
+{{/*
+"true" when the controller writes the admission twins (validatingAdmissionPolicy.enabled, where
+auto means: when an unreachable webhook would admit everything), else "false".
+*/}}
+{{- define "bulkhead.admissionTwin" -}}
+{{- $v := .Values.validatingAdmissionPolicy.enabled }}
+{{- if eq (toString $v) "auto" }}
+{{- eq .Values.webhook.failurePolicy "Ignore" }}
+{{- else }}
+{{- $v }}
+{{- end }}
+{{- end }}

@@ -135,6 +135,7 @@ TEST_CASE("policyStatus: segmented, conflicting and failing namespaces") {
   PolicyStatusInput in;
   in.policy = &p;
   in.meshAvailable = true;
+  in.admissionTwin = true;
   in.now = kNow;
   in.selected = {{"a", "baseline", true, "", {}, {}},
                  {"b", "baseline", false, "Forbidden: networkpolicies", {}, {}},
@@ -150,6 +151,7 @@ TEST_CASE("policyStatus: segmented, conflicting and failing namespaces") {
       {"conflictingNamespaces", {"c"}},
       {"tenantPolicyViolations", 1},
       {"meshAvailable", true},
+      {"layers", {"NetworkPolicy", "PeerAuthentication", "ValidatingAdmissionPolicy"}},
       {"conditions",
        {cond("Ready", "False", "ReconcileError",
              "2 of 3 namespaces segmented; failing: b: Forbidden: networkpolicies",
@@ -162,6 +164,15 @@ TEST_CASE("policyStatus: segmented, conflicting and failing namespaces") {
         cond("MeshAvailable", "True", "IstioServed", "security.istio.io/v1 is served",
              "2026-11-01T00:00:00Z")}}};
   CHECK(policyStatus(in) == expected);
+  // Without Istio's API and the admission twin, the NetworkPolicies alone; with no default-deny
+  // (nothing denied by default), not even them.
+  in.meshAvailable = false;
+  in.admissionTwin = false;
+  CHECK(policyStatus(in)["layers"] == json{"NetworkPolicy"});
+  SegmentationPolicy open = p;
+  open.network.denyIngress = open.network.denyEgress = false;
+  in.policy = &open;
+  CHECK(policyStatus(in)["layers"] == json::array());
 }
 
 TEST_CASE("policyStatus: all segmented; an invalid spec says why") {
