@@ -248,6 +248,45 @@ void ControllerContext::setReports(std::shared_ptr<kube::Informer> reports) {
   reports_ = std::move(reports);
 }
 
+Status ControllerContext::converge(const std::shared_ptr<kube::Informer>& cache,
+                                   const std::string& name,
+                                   const std::optional<json>& desired) const {
+  kube::ObjectPtr cached = cache->store().get(name);
+  if (!desired.has_value()) {
+    return cached == nullptr ? okStatus() : remove(*cached);
+  }
+  if (cached == nullptr) {
+    return write(*desired, false, false);
+  }
+  if (policy::matchesDesired(*cached, *desired) &&
+      (*cached)["metadata"].value("ownerReferences", json()) ==
+          (*desired)["metadata"].value("ownerReferences", json())) {
+    return okStatus();
+  }
+  json updated = *cached;
+  updated["spec"] = (*desired)["spec"];
+  for (const auto& [key, value] : (*desired)["metadata"]["labels"].items()) {
+    updated["metadata"]["labels"][key] = value;
+  }
+  if (desired->at("metadata").contains("ownerReferences")) {
+    updated["metadata"]["ownerReferences"] = (*desired)["metadata"]["ownerReferences"];
+  } else {
+    updated["metadata"].erase("ownerReferences");
+  }
+  Status s = write(updated, true, false);
+  return s.code() == StatusCode::kConflict ? okStatus() : s;  // the watch brings the newer one
+}
+
+std::shared_ptr<kube::Informer> ControllerContext::clusterNetworkPolicies() const {
+  std::lock_guard lock(mu_);
+  return clusterNetworkPolicies_;
+}
+
+void ControllerContext::setClusterNetworkPolicies(std::shared_ptr<kube::Informer> informer) {
+  std::lock_guard lock(mu_);
+  clusterNetworkPolicies_ = std::move(informer);
+}
+
 const kube::ResourceType& ControllerContext::typeOf(const json& object) {
   const std::string kind = object.value("kind", "");
   if (kind == "PeerAuthentication") {
@@ -255,6 +294,9 @@ const kube::ResourceType& ControllerContext::typeOf(const json& object) {
   }
   if (kind == "AuthorizationPolicy") {
     return resources::kAuthorizationPolicies;
+  }
+  if (kind == "ClusterNetworkPolicy") {
+    return kube::resources::kClusterNetworkPolicies;
   }
   if (kind == "ValidatingAdmissionPolicy") {
     return kube::resources::kValidatingAdmissionPolicies;

@@ -175,6 +175,16 @@ class ControllerContext {
   // bulkhead_api_writes_total and, for repairs, bulkhead_drift_repairs_total.
   Status write(const nlohmann::json& object, bool replace, bool repair) const;
   Status remove(const nlohmann::json& cached) const;
+  // Makes the cluster-scoped generated object `name` in `cache` say `desired` (its spec, owners
+  // and labels), or not exist (nullopt): an apply when missing, a guarded update when it differs
+  // (apply cannot take away what another manager added), a delete when unwanted.
+  Status converge(const std::shared_ptr<kube::Informer>& cache, const std::string& name,
+                  const std::optional<nlohmann::json>& desired) const;
+
+  // The informer of the generated ClusterNetworkPolicies while the network-policy API is served
+  // (else null).
+  std::shared_ptr<kube::Informer> clusterNetworkPolicies() const;
+  void setClusterNetworkPolicies(std::shared_ptr<kube::Informer> informer);
 
  private:
   mutable std::mutex mu_;
@@ -187,6 +197,7 @@ class ControllerContext {
   std::map<std::string, policy::NamespaceFacts> namespaceFacts_;
   std::map<std::string, NamespacePosture> postures_;
   std::shared_ptr<kube::Informer> reports_;
+  std::shared_ptr<kube::Informer> clusterNetworkPolicies_;
 };
 
 }  // namespace bulkhead::controller

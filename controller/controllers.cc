@@ -1,6 +1,7 @@
 #include "controller/controllers.h"
 
 #include "common/log.h"
+#include "policy/admin_tier.h"
 #include "policy/grants.h"
 #include "policy/posture.h"
 
@@ -99,6 +100,7 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
       grantReconciler_(ctx_),
       postureReconciler_(ctx_),
       twinReconciler_(ctx_),
+      adminTierReconciler_(ctx_),
       namespaces_(
           "namespace", clock, options.namespaceWorkers,
           [this](const std::string& ns) { return namespaceReconciler_.reconcile(ns); },
@@ -114,7 +116,9 @@ Controllers::Controllers(kube::ClientPtr client, ClockPtr clock, kube::SharedCac
       postures_("posture", clock, 1,
                 [this](const std::string& ns) { return postureReconciler_.reconcile(ns); }),
       twins_("admissiontwin", clock, 1,
-             [this](const std::string& name) { return twinReconciler_.reconcile(name); }) {}
+             [this](const std::string& name) { return twinReconciler_.reconcile(name); }),
+      adminTiers_("admintier", clock, options.namespaceWorkers,
+                  [this](const std::string& ns) { return adminTierReconciler_.reconcile(ns); }) {}
 
 Controllers::~Controllers() { stop(); }
 
@@ -195,53 +199,90 @@ void Controllers::updateMesh() {
   enqueueAllTwins(milliseconds(0));
 }
 
+std::optional<std::shared_ptr<kube::Informer>> Controllers::followOptionalApi(
+    const kube::ResourceType& type, bool following,
+    std::pair<std::shared_ptr<kube::Informer>, int>& registration,
+    const std::function<void(const json&)>& onObject) {
+  const bool served = discovery_.served(type).value_or(false);
+  if (served && !following) {
+    auto informer = cache_.informer(type, policy::kManagedBySelector);
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return std::nullopt;  // stop() has removed the handlers it knew of
+    }
+    registration = {
+        informer,
+        informer->addEventHandlers(
+            {onObject, [onObject](const json&, const json& o) { onObject(o); }, onObject})};
+    return informer;
+  }
+  if (!served && following) {
+    std::pair<std::shared_ptr<kube::Informer>, int> current;
+    {
+      std::lock_guard lock(mu_);
+      current.swap(registration);
+    }
+    if (current.first != nullptr) {
+      current.first->removeEventHandlers(current.second);
+    }
+    return std::shared_ptr<kube::Informer>();
+  }
+  return std::nullopt;
+}
+
 void Controllers::updateReports() {
   if (!ctx_.options.backgroundScan) {
     return;
   }
-  const bool served = discovery_.served(resources::kReports).value_or(false);
-  const bool publishing = ctx_.reports() != nullptr;
-  if (served && !publishing) {
-    auto reports = cache_.informer(resources::kReports, policy::kManagedBySelector);
-    // Someone else's change to a Report (or its deletion) is drift: the namespace is scanned again.
-    auto onReport = [this](const json& o) {
-      postures_.enqueue(o["metadata"].value("namespace", ""));
-    };
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) {
-        return;  // stop() has removed the handlers it knew of
-      }
-      reportsRegistration_ = {reports, reports->addEventHandlers(
-                                           {onReport,
-                                            [onReport](const json&, const json& o) {
-                                              onReport(o);
-                                            },
-                                            onReport})};
-    }
-    ctx_.setReports(std::move(reports));
-    log::info("OpenReports API is served; publishing a Report per selected namespace");
-  } else if (!served && publishing) {
-    std::pair<std::shared_ptr<kube::Informer>, int> registration;
-    {
-      std::lock_guard lock(mu_);
-      registration.swap(reportsRegistration_);
-    }
-    if (registration.first != nullptr) {
-      registration.first->removeEventHandlers(registration.second);
-    }
-    ctx_.setReports(nullptr);
-    cache_.drop(resources::kReports);
-    log::warn("OpenReports API is no longer served; Reports are not published");
-  } else {
+  // Someone else's change to a Report (or its deletion) is drift: the namespace is scanned again.
+  auto changed = followOptionalApi(
+      resources::kReports, ctx_.reports() != nullptr, reportsRegistration_,
+      [this](const json& o) { postures_.enqueue(o["metadata"].value("namespace", "")); });
+  if (!changed.has_value()) {
     return;
   }
+  ctx_.setReports(*changed);
+  if (*changed != nullptr) {
+    log::info("OpenReports API is served; publishing a Report per selected namespace");
+  } else {
+    cache_.drop(resources::kReports);
+    log::warn("OpenReports API is no longer served; Reports are not published");
+  }
   enqueueAllPostures();
+}
+
+void Controllers::updateAdminTier() {
+  // Someone else's change to one (or its deletion) is drift: its namespace is looked at again.
+  auto changed = followOptionalApi(
+      resources::kClusterNetworkPolicies, ctx_.clusterNetworkPolicies() != nullptr,
+      adminTierRegistration_, [this](const json& o) {
+        const policy::Labels labels = policy::labelsOf(o);
+        if (auto it = labels.find(policy::kAdminTierNamespaceLabel); it != labels.end()) {
+          adminTiers_.enqueue(it->second);
+        }
+      });
+  if (!changed.has_value()) {
+    return;
+  }
+  ctx_.setClusterNetworkPolicies(*changed);
+  if (*changed != nullptr) {
+    log::info(
+        "the network-policy API is served; writing an admin-tier ClusterNetworkPolicy per "
+        "selected namespace");
+  } else {
+    cache_.drop(resources::kClusterNetworkPolicies);
+    log::warn("the network-policy API is no longer served; no admin tier");
+  }
+  for (const auto& key : ctx_.caches.namespaces->store().keys()) {
+    adminTiers_.enqueue(key);
+  }
+  enqueueAllPolicies(kStatusDelay);  // status.layers
 }
 
 void Controllers::start() {
   discovery_.track(resources::kPeerAuthentications);
   discovery_.track(resources::kAccessGrants);
+  discovery_.track(resources::kClusterNetworkPolicies);
   if (ctx_.options.backgroundScan) {
     discovery_.track(resources::kReports);
   }
@@ -271,10 +312,11 @@ void Controllers::start() {
   bool grantsMissingLogged = false;
   while (true) {
     const auto grantsServed = discovery_.served(resources::kAccessGrants);
-    const bool known = discovery_.served(resources::kPeerAuthentications).has_value() &&
-                       grantsServed.has_value() &&
-                       (!ctx_.options.backgroundScan ||
-                        discovery_.served(resources::kReports).has_value());
+    const bool known =
+        discovery_.served(resources::kPeerAuthentications).has_value() &&
+        grantsServed.has_value() &&
+        discovery_.served(resources::kClusterNetworkPolicies).has_value() &&
+        (!ctx_.options.backgroundScan || discovery_.served(resources::kReports).has_value());
     // Helm installs CRDs but never upgrades them: an upgraded release may lack AccessGrant's.
     // Everything else still runs; grants are reconciled once the CRD is applied.
     if (known && !*grantsServed && !grantsMissingLogged) {
@@ -290,6 +332,7 @@ void Controllers::start() {
       }
       updateMesh();
       updateReports();
+      updateAdminTier();
     }
     bool scannedSynced = true;
     for (const auto& inf : c.scanned) {
@@ -342,6 +385,7 @@ void Controllers::start() {
     grants_.start();
     postures_.start();
     twins_.start();
+    adminTiers_.start();
     loop_ = std::thread([this] { loop(); });
   }
   log::info("segmentation controller started",
@@ -367,6 +411,7 @@ void Controllers::loop() {
     if (meshCheck) {
       updateMesh();
       updateReports();
+      updateAdminTier();
     }
     if (ctx_.clock->monotonicNow() >= nextResync) {
       log::debug("periodic resync");
@@ -394,6 +439,10 @@ void Controllers::stop() {
       registrations.push_back(reportsRegistration_);
       reportsRegistration_ = {};
     }
+    if (adminTierRegistration_.first != nullptr) {
+      registrations.push_back(adminTierRegistration_);
+      adminTierRegistration_ = {};
+    }
   }
   cv_.notify_all();
   int subscription;
@@ -414,6 +463,7 @@ void Controllers::stop() {
   grants_.stop();
   postures_.stop();
   twins_.stop();
+  adminTiers_.stop();
   if (loop_.joinable()) {
     loop_.join();
   }
@@ -427,6 +477,10 @@ void Controllers::stop() {
   if (ctx_.reports() != nullptr) {
     ctx_.setReports(nullptr);
     cache_.drop(resources::kReports);
+  }
+  if (ctx_.clusterNetworkPolicies() != nullptr) {
+    ctx_.setClusterNetworkPolicies(nullptr);
+    cache_.drop(resources::kClusterNetworkPolicies);
   }
   // Only the leader scans: a replica that no longer leads does not keep every pod in memory.
   if (ctx_.options.backgroundScan) {

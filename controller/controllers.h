@@ -1,12 +1,15 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "controller/admin_tier_reconciler.h"
 #include "controller/context.h"
 #include "controller/exception_reconciler.h"
 #include "controller/grant_reconciler.h"
@@ -70,6 +73,19 @@ class Controllers : public kube::LeaderRunnable {
   bool meshSynced(const MeshCaches& mesh) const;
   // Starts or stops publishing Reports as discovery says the OpenReports API is served or not.
   void updateReports();
+  // Starts or stops writing admin-tier ClusterNetworkPolicies as discovery says the
+  // network-policy API is served or not.
+  void updateAdminTier();
+  // For the generated objects of an optional API: when discovery says `type` is served and they
+  // are not `following`, their informer with `onObject` for every event (recorded in
+  // `registration`, which stop() removes); when it is not served any more, null, after removing
+  // the handlers. Nullopt when nothing changes. The caller publishes the informer and, on null,
+  // drops the cache.
+  std::optional<std::shared_ptr<kube::Informer>> followOptionalApi(
+      const kube::ResourceType& type, bool following,
+      std::pair<std::shared_ptr<kube::Informer>, int>& registration,
+      const std::function<void(const nlohmann::json&)>& onObject);
+  void enqueueAdminTier(const std::string& ns, std::chrono::milliseconds delay);
   void loop();
   // Waits `d`, or until stop() (false), or until discovery reports a change if asked to.
   bool sleepFor(std::chrono::milliseconds d, bool wakeOnMeshChange = true);
@@ -83,12 +99,14 @@ class Controllers : public kube::LeaderRunnable {
   GrantReconciler grantReconciler_;
   PostureReconciler postureReconciler_;
   TwinReconciler twinReconciler_;
+  AdminTierReconciler adminTierReconciler_;
   kube::Controller namespaces_;
   kube::Controller policies_;
   kube::Controller exceptions_;
   kube::Controller grants_;
   kube::Controller postures_;
   kube::Controller twins_;
+  kube::Controller adminTiers_;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -97,6 +115,7 @@ class Controllers : public kube::LeaderRunnable {
   std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> registrations_;
   std::vector<std::pair<std::shared_ptr<kube::Informer>, int>> meshRegistrations_;
   std::pair<std::shared_ptr<kube::Informer>, int> reportsRegistration_;
+  std::pair<std::shared_ptr<kube::Informer>, int> adminTierRegistration_;
   int discoverySubscription_ = 0;
   std::thread loop_;
 };

@@ -124,6 +124,7 @@ Status PolicyReconciler::updateStatus(const policy::SegmentationPolicy& p, const
   in.invalidSpec = invalidSpec;
   in.meshAvailable = static_cast<bool>(ctx_.mesh());
   in.backgroundScan = ctx_.options.backgroundScan;
+  in.adminTier = ctx_.clusterNetworkPolicies() != nullptr;
   in.admissionTwin = ctx_.caches.admissionPolicyBindings != nullptr &&
                      ctx_.caches.admissionPolicyBindings->store().get(
                          policy::twinName(p.name)) != nullptr;

@@ -2,30 +2,11 @@
 
 #include <algorithm>
 
-#include "controller/metrics.h"
 #include "policy/admission_twin.h"
 
 namespace bulkhead::controller {
 
 using nlohmann::json;
-
-namespace {
-
-// Does the cached object say what `desired` says: the same spec and owners, and its labels?
-bool same(const json& cached, const json& desired) {
-  const json& md = cached.value("metadata", json::object());
-  const json labels = md.value("labels", json::object());
-  for (const auto& [key, value] : desired["metadata"]["labels"].items()) {
-    if (labels.value(key, json()) != value) {
-      return false;
-    }
-  }
-  return cached.value("spec", json()) == desired["spec"] &&
-         md.value("ownerReferences", json()) ==
-             desired["metadata"].value("ownerReferences", json());
-}
-
-}  // namespace
 
 StatusOr<kube::Result> TwinReconciler::reconcile(const std::string& policyName) {
   const Caches& c = ctx_.caches;
@@ -37,8 +18,8 @@ StatusOr<kube::Result> TwinReconciler::reconcile(const std::string& policyName) 
   auto it =
       std::find_if(all->begin(), all->end(), [&](const auto& p) { return p.name == policyName; });
   if (it == all->end() || it->deleting) {
-    RETURN_IF_ERROR(converge(c.admissionPolicyBindings, name, std::nullopt));
-    RETURN_IF_ERROR(converge(c.admissionPolicies, name, std::nullopt));
+    RETURN_IF_ERROR(ctx_.converge(c.admissionPolicyBindings, name, std::nullopt));
+    RETURN_IF_ERROR(ctx_.converge(c.admissionPolicies, name, std::nullopt));
     return kube::Result{};
   }
   policy::TwinInput in;
@@ -61,41 +42,14 @@ StatusOr<kube::Result> TwinReconciler::reconcile(const std::string& policyName) 
   in.exceptions = &exceptions;
   const policy::AdmissionTwin twin = policy::admissionTwin(in);
   // The policy first: a binding to a policy that does not exist yet is ignored until it does.
-  RETURN_IF_ERROR(converge(c.admissionPolicies, name, twin.policy));
-  RETURN_IF_ERROR(converge(c.admissionPolicyBindings, name, twin.binding));
+  RETURN_IF_ERROR(ctx_.converge(c.admissionPolicies, name, twin.policy));
+  RETURN_IF_ERROR(ctx_.converge(c.admissionPolicyBindings, name, twin.binding));
   if (twin.nextChange.has_value()) {
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*twin.nextChange - in.now);
     return kube::Result{std::max(wait, std::chrono::milliseconds(0)) +
                         std::chrono::milliseconds(10)};
   }
   return kube::Result{};
-}
-
-Status TwinReconciler::converge(const std::shared_ptr<kube::Informer>& cache,
-                                const std::string& name, const std::optional<json>& desired) {
-  kube::ObjectPtr cached = cache->store().get(name);
-  if (!desired.has_value()) {
-    return cached == nullptr ? okStatus() : ctx_.remove(*cached);
-  }
-  if (cached == nullptr) {
-    return ctx_.write(*desired, false, false);
-  }
-  if (same(*cached, *desired)) {
-    return okStatus();
-  }
-  // A guarded update, not an apply: apply cannot take away what another manager added.
-  json updated = *cached;
-  updated["spec"] = (*desired)["spec"];
-  for (const auto& [key, value] : (*desired)["metadata"]["labels"].items()) {
-    updated["metadata"]["labels"][key] = value;
-  }
-  if (desired->at("metadata").contains("ownerReferences")) {
-    updated["metadata"]["ownerReferences"] = (*desired)["metadata"]["ownerReferences"];
-  } else {
-    updated["metadata"].erase("ownerReferences");
-  }
-  Status s = ctx_.write(updated, true, false);
-  return s.code() == StatusCode::kConflict ? okStatus() : s;  // the watch brings the newer one
 }
 
 }  // namespace bulkhead::controller

@@ -18,10 +18,6 @@ class TwinReconciler {
   StatusOr<kube::Result> reconcile(const std::string& policyName);
 
  private:
-  // Makes the cached object of `type` named `name` say `desired` (nullopt: not exist).
-  Status converge(const std::shared_ptr<kube::Informer>& cache, const std::string& name,
-                  const std::optional<nlohmann::json>& desired);
-
   ControllerContext& ctx_;
 };
 

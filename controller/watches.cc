@@ -32,6 +32,7 @@ void Controllers::watch() {
      {[this](const json& o) {
         ctx_.setNamespaceFacts({nameOf(o), policy::labelsOf(o)});
         namespaces_.enqueue(nameOf(o));
+        enqueueAdminTier(nameOf(o), milliseconds(0));
         enqueueAllPolicies(kStatusDelay);
         enqueueAllTwins(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
@@ -42,6 +43,7 @@ void Controllers::watch() {
             policy::isTerminating(old) != policy::isTerminating(o)) {
           ctx_.setNamespaceFacts({nameOf(o), policy::labelsOf(o)});
           namespaces_.enqueue(nameOf(o));
+          enqueueAdminTier(nameOf(o), milliseconds(0));
           enqueueAllPolicies(kStatusDelay);
           enqueueAllTwins(kStatusDelay);
           for (const auto& e : ctx_.caches.exceptions->store().byNamespace(nameOf(o))) {
@@ -57,6 +59,7 @@ void Controllers::watch() {
       [this](const json& o) {
         ctx_.forgetNamespace(nameOf(o));
         enqueuePosture(nameOf(o));
+        enqueueAdminTier(nameOf(o), milliseconds(0));
         enqueueAllPolicies(kStatusDelay);
         enqueueAllTwins(kStatusDelay);
         enqueueGrantsOf(nameOf(o));
@@ -163,6 +166,11 @@ void Controllers::watchMesh(const MeshCaches& mesh) {
 }
 
 void Controllers::onGenerated(const json& object, bool deleted) {
+  // The admin tier passes on what the namespace's generated NetworkPolicies allow (a burst of
+  // them while a namespace converges: one look at the end).
+  if (object.value("kind", "") == "NetworkPolicy") {
+    enqueueAdminTier(namespaceOf(object), kStatusDelay);
+  }
   const policy::Labels labels = policy::labelsOf(object);
   auto grant = labels.find(policy::kGrantLabel);
   auto grantNs = labels.find(policy::kGrantNamespaceLabel);
@@ -192,8 +200,18 @@ void Controllers::recomputeApiEndpoints() {
 }
 
 void Controllers::enqueueAllNamespaces() {
+  const bool adminTier = ctx_.clusterNetworkPolicies() != nullptr;
   for (const auto& key : ctx_.caches.namespaces->store().keys()) {
     namespaces_.enqueue(key);
+    if (adminTier) {
+      adminTiers_.enqueue(key);
+    }
+  }
+}
+
+void Controllers::enqueueAdminTier(const std::string& ns, milliseconds delay) {
+  if (ctx_.clusterNetworkPolicies() != nullptr) {
+    adminTiers_.enqueueAfter(ns, delay);
   }
 }
 

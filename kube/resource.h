@@ -51,6 +51,8 @@ inline const ResourceType kEvents{"", "v1", "events", "Event", true};
 inline const ResourceType kServiceAccounts{"", "v1", "serviceaccounts", "ServiceAccount", true};
 inline const ResourceType kNetworkPolicies{"networking.k8s.io", "v1", "networkpolicies",
                                            "NetworkPolicy", true};
+inline const ResourceType kClusterNetworkPolicies{
+    "policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", false};
 inline const ResourceType kLeases{"coordination.k8s.io", "v1", "leases", "Lease", true};
 inline const ResourceType kEndpointSlices{"discovery.k8s.io", "v1", "endpointslices",
                                           "EndpointSlice", true};

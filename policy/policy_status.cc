@@ -115,6 +115,9 @@ json policyStatus(const PolicyStatusInput& in) {
   if (p.network.denyIngress || p.network.denyEgress) {
     layers.push_back("NetworkPolicy");
   }
+  if (in.adminTier && (p.network.denyIngress || p.network.denyEgress)) {
+    layers.push_back("ClusterNetworkPolicy");
+  }
   if (in.meshAvailable && p.mtlsManaged()) {
     layers.push_back("PeerAuthentication");
   }

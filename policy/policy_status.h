@@ -40,6 +40,7 @@ struct PolicyStatusInput {
   bool meshAvailable = false;
   bool backgroundScan = false;  // the counts of violating objects are kept
   bool admissionTwin = false;   // its ValidatingAdmissionPolicy and binding are written
+  bool adminTier = false;       // the network-policy API is served: admin-tier objects are written
   std::vector<SelectedNamespace> selected;  // in name order
   nlohmann::json oldStatus = nlohmann::json::object();
   std::chrono::system_clock::time_point now;

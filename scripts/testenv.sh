@@ -17,6 +17,8 @@
 #                           and TESTENV_POD_SECURITY_FIXTURES, Kubernetes' own Pod Security
 #                           fixtures for this control plane's version: LEVEL/{pass,fail}/*.yaml;
 #                           TESTENV_OPENREPORTS_CRD, the OpenReports Report CRD (a file)
+#                           TESTENV_CLUSTER_NETWORK_POLICY_CRD, the network-policy API's
+#                           ClusterNetworkPolicy CRD (a file)
 #                           With --node-ip (scripts/node.sh), the control plane of a cluster
 #                           with a node: kube-apiserver $NODE_K8S_VERSION on IP, its Service
 #                           range 10.96.0.0/16, ServiceAccount admission, Node authorization
@@ -51,6 +53,9 @@ PROM_OPERATOR_VERSION=v0.85.0
 # github.com/openreports/reports-api: the Report CRD the background scan publishes to. The chart
 # ships a copy (charts/bulkhead/files/), which tests/chart/chart_test.sh compares with this one.
 OPENREPORTS_VERSION=v0.2.1
+# sigs.k8s.io/network-policy-api: the ClusterNetworkPolicy CRD (standard channel) the admin tier
+# writes to.
+NETWORK_POLICY_API_VERSION=v0.3.0
 
 CACHE_ROOT="${BULKHEAD_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/testbin}"
 K8S_DIR="$CACHE_ROOT/kubernetes-$K8S_VERSION"
@@ -63,6 +68,7 @@ ISTIO_INJECT_DIR="$CACHE_ROOT/istio-inject-$ISTIO_VERSION"
 ISTIO_INJECT="$ISTIO_INJECT_DIR/istio-inject"
 CERT_MANAGER_CRDS="$CACHE_ROOT/cert-manager-crds-$CERT_MANAGER_VERSION"
 OPENREPORTS_CRD="$CACHE_ROOT/openreports-$OPENREPORTS_VERSION/openreports.io_reports.yaml"
+CNP_CRD="$CACHE_ROOT/network-policy-api-$NETWORK_POLICY_API_VERSION/policy.networking.k8s.io_clusternetworkpolicies.yaml"
 PROM_OPERATOR_DIR="$CACHE_ROOT/prometheus-operator-$PROM_OPERATOR_VERSION"
 SERVICEMONITOR_CRD="$PROM_OPERATOR_DIR/monitoring.coreos.com_servicemonitors.yaml"
 # k8s.io/pod-security-admission is a staging module of the same release as kube-apiserver.
@@ -237,13 +243,24 @@ copy_crd() {
   mv "$dst.tmp" "$dst"
 }
 
+# fetch_module_crd DST MODULE@VERSION PATH: a CRD file of a Go module into the cache.
+fetch_module_crd() {
+  local dst=$1 module=$2 path=$3 dir
+  [ -s "$dst" ] && return 0
+  log "extracting $(basename "$dst") from $module"
+  dir=$(module_dir "$module")
+  mkdir -p "$(dirname "$dst")"
+  copy_crd "$dir/$path" "$dst"
+}
+
 fetch_openreports_crd() {
-  [ -s "$OPENREPORTS_CRD" ] && return 0
-  log "extracting the OpenReports Report CRD from github.com/openreports/reports-api $OPENREPORTS_VERSION"
-  local dir
-  dir=$(module_dir "github.com/openreports/reports-api@$OPENREPORTS_VERSION")
-  mkdir -p "$(dirname "$OPENREPORTS_CRD")"
-  copy_crd "$dir/config/crd/openreports.io_reports.yaml" "$OPENREPORTS_CRD"
+  fetch_module_crd "$OPENREPORTS_CRD" "github.com/openreports/reports-api@$OPENREPORTS_VERSION" \
+    config/crd/openreports.io_reports.yaml
+}
+
+fetch_cnp_crd() {
+  fetch_module_crd "$CNP_CRD" "sigs.k8s.io/network-policy-api@$NETWORK_POLICY_API_VERSION" \
+    config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml
 }
 
 # The Certificate and Issuer CRDs, for the chart's cert-manager mode (only the kinds it renders).
@@ -342,6 +359,7 @@ cmd_build() {
   fetch_cert_manager_crds
   fetch_servicemonitor_crd
   fetch_openreports_crd
+  fetch_cnp_crd
   fetch_pod_security_fixtures
   build_etcd
   build_helm
@@ -363,6 +381,7 @@ cmd_paths() {
   echo "ISTIO_INJECT=$ISTIO_INJECT"
   echo "POD_SECURITY_FIXTURES=$POD_SECURITY_FIXTURES"
   echo "OPENREPORTS_CRD=$OPENREPORTS_CRD"
+  echo "CNP_CRD=$CNP_CRD"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +553,7 @@ export TESTENV_CERT_MANAGER_CRDS='$CERT_MANAGER_CRDS'
 export TESTENV_SERVICEMONITOR_CRD='$SERVICEMONITOR_CRD'
 export TESTENV_POD_SECURITY_FIXTURES='$POD_SECURITY_FIXTURES'
 export TESTENV_OPENREPORTS_CRD='$OPENREPORTS_CRD'
+export TESTENV_CLUSTER_NETWORK_POLICY_CRD='$CNP_CRD'
 export TESTENV_ETCD_PID=$(cat "$dir/etcd.pid")
 export TESTENV_APISERVER_PID=$(cat "$dir/kube-apiserver.pid")
 ENV

@@ -233,7 +233,7 @@ else:
           pdb.get("minAvailable") == 1 and pdb.get("selector")
           == deploy.get("spec", {}).get("selector"), str(pdb))
 
-policy = "Ignore" if variant == "failure-policy-ignore" else "Fail"
+policy = "Ignore" if variant in ("failure-policy-ignore", "twin-off-ignore") else "Fail"
 check(f"VWC failurePolicy {policy}, timeoutSeconds 3",
       (hook.get("failurePolicy"), hook.get("timeoutSeconds")) == (policy, 3))
 
