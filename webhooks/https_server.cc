@@ -478,6 +478,7 @@ class HttpsServer::Impl {
   // Only the certificate strand touches these.
   PairStamp loadedStamp_;
   std::optional<PairStamp> failedStamp_;
+  std::optional<PairStamp> keyOnlyStamp_;  // a new key seen once beside the loaded certificate
 
   std::mutex stopMu_;
   bool stopped_ = false;  // guarded by stopMu_
@@ -1010,6 +1011,13 @@ void HttpsServer::Impl::scheduleCertificateCheck() {
 void HttpsServer::Impl::checkCertificate() {
   const PairStamp stamp = stampOf(options_);
   if (stamp == loadedStamp_ || stamp == failedStamp_) {
+    return;
+  }
+  // A new key beside the certificate already loaded is, most likely, a pair being replaced (the
+  // key first, then its certificate: ServingCertificateFiles): look again at the next check
+  // rather than report a mismatch. A key that stays alone is loaded (and reported) then.
+  if (stamp.cert == loadedStamp_.cert && stamp != keyOnlyStamp_) {
+    keyOnlyStamp_ = stamp;
     return;
   }
   auto context = loadContext(options_);
