@@ -71,6 +71,7 @@ inline const ResourceType kCustomResourceDefinitions{"apiextensions.k8s.io", "v1
 // The workload kinds that run pods.
 inline const ResourceType kReplicationControllers{"", "v1", "replicationcontrollers",
                                                   "ReplicationController", true};
+inline const ResourceType kPodTemplates{"", "v1", "podtemplates", "PodTemplate", true};
 inline const ResourceType kDeployments{"apps", "v1", "deployments", "Deployment", true};
 inline const ResourceType kStatefulSets{"apps", "v1", "statefulsets", "StatefulSet", true};
 inline const ResourceType kDaemonSets{"apps", "v1", "daemonsets", "DaemonSet", true};

@@ -46,15 +46,15 @@ constexpr std::string_view kTwinRefused = "ValidatingAdmissionPolicy 'bulkhead-"
 const kube::ResourceType& typeOfKind(const std::string& kind) {
   namespace r = kube::resources;
   static const std::vector<const kube::ResourceType*> types = {
-      &r::kPods,        &r::kDeployments, &r::kStatefulSets, &r::kDaemonSets,
-      &r::kReplicaSets, &r::kJobs,        &r::kCronJobs,     &r::kReplicationControllers};
+      &r::kPods, &r::kDeployments, &r::kStatefulSets,           &r::kDaemonSets,  &r::kReplicaSets,
+      &r::kJobs, &r::kCronJobs,    &r::kReplicationControllers, &r::kPodTemplates};
   for (const auto* t : types) {
     if (t->kind == kind) {
       return *t;
     }
   }
-  static const kube::ResourceType podTemplates{"", "v1", "podtemplates", "PodTemplate", true};
-  return podTemplates;
+  FAIL("no resource for kind " << kind);
+  return r::kPods;
 }
 
 // A server-side dry run of creating `object` in `ns`: OK, or the API server's refusal.
@@ -654,9 +654,8 @@ spec:
   CHECK(
       eventually(seconds(30), [] { return boundNamespaces("twin-enforce") == json{"twin-down"}; }));
   REQUIRE(
-      kubectl(
-          {"patch", "validatingadmissionpolicy", "bulkhead-twin-enforce", "--type=json", "-p",
-           R"([{"op": "replace", "path": "/spec/validations",
+      kubectl({"patch", "validatingadmissionpolicy", "bulkhead-twin-enforce", "--type=json", "-p",
+               R"([{"op": "replace", "path": "/spec/validations",
                 "value": [{"expression": "true"}]}])"})
           .exitCode == 0);
   CHECK(eventually(seconds(30), [] {
