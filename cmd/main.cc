@@ -54,6 +54,7 @@ struct Options {
   std::chrono::milliseconds renewDeadline{10'000};
   std::chrono::milliseconds retryPeriod{2'000};
   std::chrono::milliseconds shutdownTimeout{10'000};
+  std::chrono::milliseconds shutdownDelay{3'000};
   std::chrono::milliseconds resyncPeriod{600'000};
   std::chrono::milliseconds meshDiscoveryInterval{10'000};
   std::int64_t workers = 4;
@@ -316,7 +317,16 @@ int serve(const Options& opts) {
     }
   }
   Shutdown::wait();
+  const auto terminating = std::chrono::steady_clock::now();
   boundShutdown(opts.shutdownTimeout);
+  const bool wasServing = webhookServing.exchange(false);  // not ready: leave the Service
+  if (wasServing) {
+    webhook->server->closeConnectionsAfterResponses();
+  }
+  manager.resign();  // another replica takes the Lease now, not after the delay
+  if (wasServing) {
+    std::this_thread::sleep_until(terminating + opts.shutdownDelay);
+  }
   if (webhook) {
     webhook->stop();
   }
@@ -336,6 +346,10 @@ std::string checkOptions(const Options& opts) {
   }
   if (opts.leaseDuration % std::chrono::seconds(1) != std::chrono::milliseconds(0)) {
     return "--leader-elect-lease-duration must be a whole number of seconds";
+  }
+  if (opts.shutdownDelay < std::chrono::milliseconds(0) ||
+      opts.shutdownDelay >= opts.shutdownTimeout) {
+    return "--shutdown-delay must be at least 0 and less than --shutdown-timeout";
   }
   if (opts.webhookBindAddress.empty()) {
     return opts.manageWebhookCerts ? "--manage-webhook-certs needs --webhook-bind-address" : "";
@@ -396,6 +410,10 @@ int run(int argc, char** argv) {
                     "how often the Lease is renewed, or tried for");
   flags.addDuration("shutdown-timeout", &opts.shutdownTimeout,
                     "how long in-flight work may take after SIGTERM");
+  flags.addDuration("shutdown-delay", &opts.shutdownDelay,
+                    "how long after SIGTERM the webhook goes on answering, closing each "
+                    "connection after its answer, while the Service stops routing to this "
+                    "replica (part of --shutdown-timeout)");
   flags.addDuration("resync-period", &opts.resyncPeriod,
                     "how often every namespace is reconciled (and scanned) even without events");
   flags.addDuration("mesh-discovery-interval", &opts.meshDiscoveryInterval,

@@ -65,6 +65,21 @@ void Manager::stopLeading() {
   }
 }
 
+void Manager::resign() {
+  {
+    std::lock_guard lock(mu_);
+    if (resigned_) {
+      return;
+    }
+    resigned_ = true;
+  }
+  if (elector_) {
+    elector_->stop();  // onStoppedLeading stops the runnables before the Lease is released
+    electing_.join();
+  }
+  stopLeading();
+}
+
 void Manager::stop() {
   {
     std::lock_guard lock(mu_);
@@ -73,11 +88,7 @@ void Manager::stop() {
     }
     stopped_ = true;
   }
-  if (elector_) {
-    elector_->stop();  // onStoppedLeading stops the runnables before the Lease is released
-    electing_.join();
-  }
-  stopLeading();
+  resign();
   discovery_.stop();
   cache_.stop();
 }

@@ -53,7 +53,10 @@ class Manager {
 
   // Starts discovery and the election (or the runnables at once). Does not block.
   void start();
-  // Stops the runnables, releases the Lease, stops discovery and every informer. Idempotent.
+  // Stops the runnables and releases the Lease, leaving discovery and the informers running (a
+  // terminating replica still answers admission requests from them). Idempotent.
+  void resign();
+  // resign(), then stops discovery and every informer. Idempotent.
   void stop();
 
  private:
@@ -70,6 +73,7 @@ class Manager {
   std::thread electing_;
 
   std::mutex mu_;  // guards the running runnables
+  bool resigned_ = false;
   bool stopped_ = false;
   std::vector<std::pair<std::unique_ptr<LeaderRunnable>, std::thread>> running_;
 };

@@ -440,6 +440,12 @@ class HttpsServer::Impl {
   const Handler& handler() const { return handler_; }
   ServerMetrics& serverMetrics() { return metrics_; }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+  bool closingAfterResponses() const {
+    return closeAfterResponses_.load(std::memory_order_acquire);
+  }
+  void closeConnectionsAfterResponses() {
+    closeAfterResponses_.store(true, std::memory_order_release);
+  }
   void unregister(std::list<std::weak_ptr<Session>>::iterator it) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -467,6 +473,7 @@ class HttpsServer::Impl {
   const Handler handler_;
   ServerMetrics& metrics_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> closeAfterResponses_{false};
   std::atomic<uint64_t> generation_{0};
   int port_ = 0;
 
@@ -715,7 +722,8 @@ class HttpsServer::Impl::Session : public std::enable_shared_from_this<Session> 
                  {{"target", request_.target}, {"status", response->status}});
       failed = true;
     }
-    const bool keepAlive = parser_->keep_alive() && !server_.stopping();
+    const bool keepAlive =
+        parser_->keep_alive() && !server_.stopping() && !server_.closingAfterResponses();
     if (failed) {
       server_.serverMetrics().errorResponses.labels({"500"}).inc();
       writeResponse(500, "text/plain; charset=utf-8", "internal server error\n", keepAlive);
@@ -1100,6 +1108,8 @@ HttpsServer::HttpsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpsServer::~HttpsServer() = default;
 int HttpsServer::port() const { return impl_->port(); }
 void HttpsServer::stop(std::chrono::milliseconds drain) { impl_->stop(drain); }
+
+void HttpsServer::closeConnectionsAfterResponses() { impl_->closeConnectionsAfterResponses(); }
 uint64_t HttpsServer::certificateGeneration() const { return impl_->certificateGeneration(); }
 
 StatusOr<std::unique_ptr<HttpsServer>> HttpsServer::start(HttpsServerOptions options,

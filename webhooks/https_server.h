@@ -83,6 +83,12 @@ class HttpsServer {
   // The port bound (useful with port 0). Stays valid after stop().
   int port() const;
 
+  // From now on every response carries "Connection: close" and ends its connection; accepting and
+  // serving go on. Called on SIGTERM, before stop(): while the Service stops routing to this
+  // replica, clients leave its kept-alive connections after an answer, instead of sending a
+  // request just as stop() closes an idle one (which they see as EOF, a failed admission).
+  void closeConnectionsAfterResponses();
+
   // Stops accepting, closes idle keep-alive connections, lets requests in progress finish and
   // their responses go out (each with "Connection: close") for up to `drain`, then closes what is
   // left and joins the threads. A handler call already running is waited for even past `drain`

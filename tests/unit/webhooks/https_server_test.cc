@@ -924,6 +924,37 @@ TEST_CASE("HttpsServer: stop() lets a request in progress finish and closes idle
   CHECK_FALSE(refused.ok());
 }
 
+TEST_CASE("HttpsServer: after closeConnectionsAfterResponses() each answer ends its connection") {
+  Fixture f;
+  f.start(f.options());
+  const int port = f.port();
+  // A kept-alive connection, idle when the replica starts terminating.
+  Client kept(port);
+  REQUIRE(kept.ok());
+  REQUIRE(roundTrip(kept, "/warm-up"));
+
+  f.server().closeConnectionsAfterResponses();
+
+  // It is not closed under the client: its next request is answered, and then it closes.
+  auto res = roundTrip(kept, "/validate", R"({"late":true})");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->body == "POST /validate application/json\n{\"late\":true}");
+  CHECK(res->header("connection") == "close");
+  CHECK(kept.waitClosed(kPatience));
+  kept.close();
+
+  // New connections are still accepted and answered, each one request long.
+  Client fresh(port);
+  REQUIRE(fresh.ok());
+  auto again = roundTrip(fresh, "/validate");
+  REQUIRE(again);
+  CHECK(again->status == 200);
+  CHECK(again->header("connection") == "close");
+  CHECK(fresh.waitClosed(kPatience));
+  fresh.close();
+}
+
 TEST_CASE("HttpsServer: stop() does not wait past drain for a connection that lingers") {
   Fixture f;
   auto o = f.options();
